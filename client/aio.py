@@ -1,0 +1,71 @@
+"""asyncio client: the same calls as JudgeClient, awaitable.
+
+    async with AsyncJudgeClient("127.0.0.1:50051") as c:
+        results = await asyncio.gather(*(c.score(p) for p in paths))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Sequence
+
+import grpc
+
+from vidjudge.client.client import DEFAULT_MAX_MESSAGE_MB, channel_options
+from vidjudge.client.request import VideoInput, build_request, error_from_rpc
+from vidjudge.client.retry import RETRYABLE, RetryPolicy
+from vidjudge.client.types import ModelInfo, ScoreResult
+from vidjudge.errors import DeadlineExceeded
+from vidjudge.v1 import judge_pb2 as pb
+from vidjudge.v1 import judge_pb2_grpc as pb_grpc
+
+
+class AsyncJudgeClient:
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float | None = 120.0,
+                 retry: RetryPolicy = RetryPolicy(), max_message_mb: int = DEFAULT_MAX_MESSAGE_MB):
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry
+        self._channel = grpc.aio.insecure_channel(target, options=channel_options(max_message_mb))
+        self._stub = pb_grpc.JudgeStub(self._channel)
+
+    async def _call(self, method, request, timeout: float | None):
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise DeadlineExceeded(f"no answer from {self.target} within {timeout}s")
+            try:
+                return await method(request, timeout=left)
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in RETRYABLE or attempt >= self.retry.max_attempts:
+                    raise error_from_rpc(e) from None
+                pause = self.retry.backoff(attempt)
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                await asyncio.sleep(pause)
+
+    async def score(self, video: VideoInput, *, prompt: str = "", dimensions: Sequence[str] = (), model: str = "",
+                    server_path: bool = False, timeout: float | None = None) -> ScoreResult:
+        req = build_request(video, prompt=prompt, dimensions=dimensions, model=model, server_path=server_path)
+        return ScoreResult.from_pb(await self._call(self._stub.Score, req, timeout))
+
+    async def score_request(self, req: pb.ScoreRequest, timeout: float | None = None) -> ScoreResult:
+        return ScoreResult.from_pb(await self._call(self._stub.Score, req, timeout))
+
+    async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
+        resp = await self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return [ModelInfo.from_pb(m) for m in resp.models]
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncJudgeClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

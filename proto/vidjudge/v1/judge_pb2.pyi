@@ -1,0 +1,183 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Video(_message.Message):
+    __slots__ = ("data", "path")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    path: str
+    def __init__(self, data: _Optional[bytes] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("model", "video", "prompt", "dimensions")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    video: Video
+    prompt: str
+    dimensions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., video: _Optional[_Union[Video, _Mapping]] = ..., prompt: _Optional[str] = ..., dimensions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LevelProbability(_message.Message):
+    __slots__ = ("level", "probability")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    probability: float
+    def __init__(self, level: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class DimensionResult(_message.Message):
+    __slots__ = ("dimension", "score", "scale_min", "scale_max", "levels")
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_MIN_FIELD_NUMBER: _ClassVar[int]
+    SCALE_MAX_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    dimension: str
+    score: float
+    scale_min: float
+    scale_max: float
+    levels: _containers.RepeatedCompositeFieldContainer[LevelProbability]
+    def __init__(self, dimension: _Optional[str] = ..., score: _Optional[float] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelProbability, _Mapping]]] = ...) -> None: ...
+
+class StageTimings(_message.Message):
+    __slots__ = ("queue_s", "decode_s", "preprocess_s", "encode_s", "llm_s", "total_s")
+    QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    DECODE_S_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_S_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_S_FIELD_NUMBER: _ClassVar[int]
+    LLM_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_S_FIELD_NUMBER: _ClassVar[int]
+    queue_s: float
+    decode_s: float
+    preprocess_s: float
+    encode_s: float
+    llm_s: float
+    total_s: float
+    def __init__(self, queue_s: _Optional[float] = ..., decode_s: _Optional[float] = ..., preprocess_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., llm_s: _Optional[float] = ..., total_s: _Optional[float] = ...) -> None: ...
+
+class VideoInfo(_message.Message):
+    __slots__ = ("width", "height", "duration_s", "avg_fps", "codec", "rotation", "frames_decoded", "decoder")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    AVG_FPS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DECODED_FIELD_NUMBER: _ClassVar[int]
+    DECODER_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    duration_s: float
+    avg_fps: float
+    codec: str
+    rotation: int
+    frames_decoded: int
+    decoder: str
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., duration_s: _Optional[float] = ..., avg_fps: _Optional[float] = ..., codec: _Optional[str] = ..., rotation: _Optional[int] = ..., frames_decoded: _Optional[int] = ..., decoder: _Optional[str] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("model", "results", "timings", "video")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    results: _containers.RepeatedCompositeFieldContainer[DimensionResult]
+    timings: StageTimings
+    video: VideoInfo
+    def __init__(self, model: _Optional[str] = ..., results: _Optional[_Iterable[_Union[DimensionResult, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., video: _Optional[_Union[VideoInfo, _Mapping]] = ...) -> None: ...
+
+class ScoreStreamRequest(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request: ScoreRequest
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[ScoreRequest, _Mapping]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "reason", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ScoreStreamResponse(_message.Message):
+    __slots__ = ("id", "response", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    response: ScoreResponse
+    error: Error
+    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ScoreResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DimensionInfo(_message.Message):
+    __slots__ = ("name", "description", "head", "scale_min", "scale_max", "levels", "requires_prompt")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    SCALE_MIN_FIELD_NUMBER: _ClassVar[int]
+    SCALE_MAX_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    head: str
+    scale_min: float
+    scale_max: float
+    levels: _containers.RepeatedScalarFieldContainer[str]
+    requires_prompt: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., head: _Optional[str] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., levels: _Optional[_Iterable[str]] = ..., requires_prompt: _Optional[bool] = ...) -> None: ...
+
+class FrameSampling(_message.Message):
+    __slots__ = ("num_frames", "height", "width", "strategy")
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    num_frames: int
+    height: int
+    width: int
+    strategy: str
+    def __init__(self, num_frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "family", "dimensions", "sampling", "is_default", "encoder_backend", "scorer_backend")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    SCORER_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    family: str
+    dimensions: _containers.RepeatedCompositeFieldContainer[DimensionInfo]
+    sampling: FrameSampling
+    is_default: bool
+    encoder_backend: str
+    scorer_backend: str
+    def __init__(self, name: _Optional[str] = ..., family: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionInfo, _Mapping]]] = ..., sampling: _Optional[_Union[FrameSampling, _Mapping]] = ..., is_default: _Optional[bool] = ..., encoder_backend: _Optional[str] = ..., scorer_backend: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Serving pipeline: admission -> decode -> preprocess -> encode -> score -> respond."""

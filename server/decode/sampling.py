@@ -1,0 +1,99 @@
+"""Which frames to take from a video: pure functions on timestamps (no decoding here).
+
+The rule (LOVE's, see DESIGN.md 2.1): split the video into `n` equal segments and
+take the frame at each segment's centre, ``t_i = (i + 0.5) * duration / n`` seconds
+after the start. Time is presentation time (pts x time_base), never a frame index,
+so variable-frame-rate files sample the frame actually shown at that time.
+
+"Nearest" ties go to the earlier frame (with a small tolerance for timestamp
+rounding), so a clip with exactly `n` evenly spaced frames yields each frame once.
+A clip with fewer frames than asked yields repeats of the nearest frames, so
+exactly `n` always come out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Distances closer than this (seconds) count as a tie; timestamps are rationals
+# turned into floats, so exact midpoints can land a hair either side.
+TIE_TOLERANCE_S = 1e-6
+
+
+def segment_centres(duration_s: float, n: int, start_s: float = 0.0) -> np.ndarray:
+    """The `n` target times (seconds): the centre of each of `n` equal segments of the video."""
+    if n < 1:
+        raise ValueError(f"need at least one frame, got n={n}")
+    if not np.isfinite(duration_s) or duration_s < 0:
+        raise ValueError(f"duration must be finite and >= 0, got {duration_s}")
+    return start_s + (np.arange(n, dtype=np.float64) + 0.5) * (float(duration_s) / n)
+
+
+def nearer_is_later(target_s: float, earlier_s: float, later_s: float) -> bool:
+    """True when the frame at `later_s` is strictly nearer `target_s` than the one at `earlier_s`."""
+    return abs(later_s - target_s) < abs(target_s - earlier_s) - TIE_TOLERANCE_S
+
+
+def nearest_indices(frame_times_s: Sequence[float] | np.ndarray, targets_s: Sequence[float] | np.ndarray) -> np.ndarray:
+    """For each target, the index of the frame whose time is nearest (ties: the earlier frame).
+
+    `frame_times_s` must be sorted ascending (presentation order). Several targets
+    may map to the same frame (fewer frames than targets): that frame repeats.
+    """
+    times = np.asarray(frame_times_s, dtype=np.float64)
+    targets = np.asarray(targets_s, dtype=np.float64)
+    if times.size == 0:
+        raise ValueError("no frames to choose from")
+    if times.size > 1 and np.any(np.diff(times) < 0):
+        raise ValueError("frame times must be sorted ascending")
+    # First frame strictly after each target; its predecessor is the last frame at or before it.
+    after = np.searchsorted(times, targets, side="right")
+    out = np.empty(targets.shape, dtype=np.int64)
+    for k, (t, j) in enumerate(zip(targets, after)):
+        if j == 0:
+            out[k] = 0
+        elif j == times.size:
+            out[k] = times.size - 1
+        else:
+            out[k] = j if nearer_is_later(t, times[j - 1], times[j]) else j - 1
+    return out
+
+
+def duration_from_frame_times(frame_times_s: Sequence[float] | np.ndarray) -> float:
+    """Duration implied by frame times alone: last - first + one typical frame interval.
+
+    A clip of k frames at f fps then lasts k/f seconds, as its metadata would say.
+    """
+    times = np.asarray(frame_times_s, dtype=np.float64)
+    if times.size == 0:
+        return 0.0
+    if times.size == 1:
+        return 0.0
+    step = float(np.median(np.diff(times)))
+    return float(times[-1] - times[0] + max(step, 0.0))
+
+
+def sample_indices(frame_times_s: Sequence[float] | np.ndarray, n: int, duration_s: float | None = None) -> np.ndarray:
+    """Indices of the `n` frames to keep from a fully known list of frame times.
+
+    `duration_s` defaults to `duration_from_frame_times`; targets are measured from
+    the first frame's time.
+    """
+    times = np.asarray(frame_times_s, dtype=np.float64)
+    if times.size == 0:
+        raise ValueError("no frames to choose from")
+    if duration_s is None:
+        duration_s = duration_from_frame_times(times)
+    return nearest_indices(times, segment_centres(duration_s, n, start_s=float(times[0])))
+
+
+__all__ = [
+    "TIE_TOLERANCE_S",
+    "segment_centres",
+    "nearer_is_later",
+    "nearest_indices",
+    "duration_from_frame_times",
+    "sample_indices",
+]

@@ -1,0 +1,146 @@
+"""The gRPC edge: protobuf <-> pipeline types, and errors -> status codes, here only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from vidjudge.errors import REASON_METADATA_KEY, InternalError, VidjudgeError
+from vidjudge.server.pipeline import Pipeline, ScoreRequestData, ScoreResult
+from vidjudge.v1 import judge_pb2 as pb
+from vidjudge.v1 import judge_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+def as_error(exc: BaseException) -> VidjudgeError:
+    if isinstance(exc, VidjudgeError):
+        return exc
+    log.exception("unexpected error while scoring", exc_info=exc)
+    return InternalError(f"internal error: {type(exc).__name__}: {exc}")
+
+
+def request_from_pb(msg: pb.ScoreRequest, deadline: float | None) -> ScoreRequestData:
+    which = msg.video.WhichOneof("source")
+    return ScoreRequestData(
+        model=msg.model,
+        data=msg.video.data if which == "data" else None,
+        path=msg.video.path if which == "path" else None,
+        prompt=msg.prompt,
+        dimensions=tuple(msg.dimensions),
+        deadline=deadline,
+    )
+
+
+def result_to_pb(r: ScoreResult) -> pb.ScoreResponse:
+    t, v = r.timings, r.video
+    return pb.ScoreResponse(
+        model=r.model,
+        results=[pb.DimensionResult(
+            dimension=s.dimension, score=s.score, scale_min=s.scale_min, scale_max=s.scale_max,
+            levels=[pb.LevelProbability(level=w, probability=p) for w, p in zip(s.levels, s.probabilities)],
+        ) for s in r.scores],
+        timings=pb.StageTimings(queue_s=t.queue_s, decode_s=t.decode_s, preprocess_s=t.preprocess_s,
+                                encode_s=t.encode_s, llm_s=t.llm_s, total_s=t.total_s),
+        video=pb.VideoInfo(width=v.width, height=v.height, duration_s=v.duration_s, avg_fps=v.avg_fps,
+                           codec=v.codec, rotation=v.rotation, frames_decoded=v.frames_decoded, decoder=v.decoder),
+    )
+
+
+def error_to_pb(e: VidjudgeError) -> pb.Error:
+    return pb.Error(code=e.code.value[0], reason=e.reason, message=e.message)
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    left = context.time_remaining()
+    return None if left is None else time.monotonic() + left
+
+
+class JudgeService(pb_grpc.JudgeServicer):
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def _count(self, method: str, code: grpc.StatusCode) -> None:
+        self.pipeline.metrics.requests.labels(method, code.name).inc()
+        if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+            self.pipeline.metrics.rejections.labels(code.name.lower()).inc()
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        try:
+            result = await self.pipeline.score(request_from_pb(request, _deadline(context)))
+        except asyncio.CancelledError:
+            self._count("Score", grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
+            err = as_error(exc)
+        else:
+            self._count("Score", grpc.StatusCode.OK)
+            return result_to_pb(result)
+        self._count("Score", err.code)
+        await context.abort(err.code, err.message, trailing_metadata=((REASON_METADATA_KEY, err.reason),))
+
+    async def ScoreStream(self, request_iterator, context: grpc.aio.ServicerContext):
+        out: asyncio.Queue = asyncio.Queue()
+        done = object()
+        tasks: set[asyncio.Task] = set()
+
+        async def one(item: pb.ScoreStreamRequest) -> None:
+            try:
+                result = await self.pipeline.score(request_from_pb(item.request, _deadline(context)))
+                resp = pb.ScoreStreamResponse(id=item.id, response=result_to_pb(result))
+                self._count("ScoreStream", grpc.StatusCode.OK)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad item answers for itself; the stream goes on
+                err = as_error(exc)
+                self._count("ScoreStream", err.code)
+                resp = pb.ScoreStreamResponse(id=item.id, error=error_to_pb(err))
+            await out.put(resp)
+
+        async def read() -> None:
+            async for item in request_iterator:
+                task = asyncio.create_task(one(item))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.gather(*list(tasks), return_exceptions=True)
+            await out.put(done)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                getter = asyncio.create_task(out.get())
+                finished, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in finished:
+                    getter.cancel()
+                    reader.result()  # the request stream broke: re-raise its error
+                    continue
+                item = getter.result()
+                if item is done:
+                    return
+                yield item
+        finally:
+            # Client gone or call cancelled: stop reading and drop the work in flight.
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
+
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        models = []
+        for name, runner in self.pipeline.runners.items():
+            b = runner.bundle
+            f = b.manifest.frames
+            models.append(pb.ModelInfo(
+                name=name, family=b.manifest.family, is_default=name == self.pipeline.default_model,
+                encoder_backend=runner.encoder.name, scorer_backend=runner.scorer.name,
+                sampling=pb.FrameSampling(num_frames=f.num_frames, height=f.height, width=f.width,
+                                          strategy=f.sampling),
+                dimensions=[pb.DimensionInfo(
+                    name=d.name, description=d.description, head=d.head, scale_min=d.scale_min,
+                    scale_max=d.scale_max, levels=list(d.levels), requires_prompt=d.requires_prompt,
+                ) for d in b.dimensions.values()],
+            ))
+        return pb.ListModelsResponse(models=models)

@@ -1,0 +1,14 @@
+"""Server configurations for tests (tests/ is on sys.path via the root conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_config(bundle: Path, allowed: Path, **overrides):
+    from vidjudge.server.config import load_config
+
+    base = {"server.port": 0, "server.bundles": [str(bundle)], "limits.allowed_dirs": [str(allowed)],
+            "decode.workers": 2, "encoder.max_wait_ms": 20, "scorer.max_wait_ms": 20}
+    base.update(overrides)
+    return load_config(env={}, overrides=base)
