@@ -46,6 +46,7 @@ _FORMAT_BY_SUFFIX = {
     ".ogg": "ogg",
     ".opus": "ogg",
     ".wav": "wav",
+    ".gif": "gif",
 }
 
 # Quiet, fast, reasonably faithful defaults per encoder (overridable with `options=`).
@@ -53,7 +54,7 @@ _ENCODER_OPTIONS = {
     "libx264": {"preset": "veryfast", "crf": "18"},
     "libx265": {"preset": "ultrafast", "crf": "20", "x265-params": "log-level=error"},
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"},
-    "libvpx": {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "1M"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "8", "b": "2M"},
     "libsvtav1": {"preset": "12", "crf": "20"},
     "mpeg4": {"b": "2000000"},
 }
@@ -172,8 +173,6 @@ class _ToneWriter:
     """Encodes a 440 Hz tone into an audio stream, chunk by chunk, up to a given time."""
 
     def __init__(self, out, stream):
-        import av  # noqa: F401
-
         self.out = out
         self.stream = stream
         self.rate = stream.codec_context.sample_rate
@@ -244,6 +243,10 @@ def write_video(
     """
     import av
 
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
+    if num_frames < 1 or width < 1 or height < 1:
+        raise ValueError("num_frames, width and height must be positive")
     _quiet_encoders()
     path = Path(path)
     fmt = _container_format(path, container)

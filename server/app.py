@@ -53,7 +53,8 @@ def create_scorer_for(bundle: Bundle, config: Config):
                               threads=config.scorer.threads)
 
 
-def build_pipeline(config: Config) -> Pipeline:
+def build_pipeline(config: Config, decode_pool=None) -> Pipeline:
+    """Load every bundle with its backends; `decode_pool` replaces the default DecodePool."""
     from vidjudge.server.decode import DecodePool
 
     if not config.server.bundles:
@@ -68,7 +69,8 @@ def build_pipeline(config: Config) -> Pipeline:
                                            create_scorer_for(bundle, config), config, metrics)
         log.info("loaded bundle %s from %s: dimensions %s; encoder %s, scorer %s", bundle.name, bundle.root,
                  ", ".join(bundle.dimensions), runners[bundle.name].encoder.name, runners[bundle.name].scorer.name)
-    pool = DecodePool(config.decode.workers, config.limits.decode_limits(), hwaccel=config.decode.hwaccel)
+    pool = decode_pool or DecodePool(config.decode.workers, config.limits.decode_limits(),
+                                     hwaccel=config.decode.hwaccel)
     return Pipeline(config, runners, pool, metrics)
 
 

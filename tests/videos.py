@@ -70,7 +70,7 @@ def misbehaving_decode(source: VideoSource, spec: FrameSpec, limits: DecodeLimit
     """A `decode_fn` for DecodePool tests that misbehaves according to the file name.
 
     crash -> segfault (reads address 0); abort -> SIGABRT; exit -> os._exit(3);
-    hang -> sleeps for an hour; slow -> sleeps 0.5 s then decodes; invalid -> raises
+    hang -> sleeps for an hour; slow -> sleeps 1 s then decodes; invalid -> raises
     InvalidVideo(reason="custom_reason"); typeerror -> raises TypeError;
     anything else decodes normally. Every call first leaves a marker file
     `<name>.called` beside the video, so a test can tell whether a task reached a worker.
@@ -87,7 +87,7 @@ def misbehaving_decode(source: VideoSource, spec: FrameSpec, limits: DecodeLimit
     if "hang" in name:
         time.sleep(3600)
     if "slow" in name:
-        time.sleep(0.5)
+        time.sleep(1.0)
     if "invalid" in name:
         raise InvalidVideo(f"{name} was refused on purpose", reason="custom_reason")
     if "typeerror" in name:

@@ -49,6 +49,34 @@ DecodeFn = Callable[[VideoSource, FrameSpec, DecodeLimits, str], DecodedVideo]
 _MAX_START_FAILURES = 3
 
 
+# --------------------------------------------------------------------------- messages over the Pipe
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """Worker -> parent: started (imports done, NVDEC probed), waiting for a task."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Parent -> worker: decode one video. `None` instead asks the worker to exit."""
+
+    task_id: int
+    source: VideoSource
+    spec: FrameSpec
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """Worker -> parent: the outcome of one `_Job`: a result or the exception it raised."""
+
+    task_id: int
+    result: DecodedVideo | None = None
+    error: BaseException | None = None
+
+
 # --------------------------------------------------------------------------- worker side
 
 
@@ -74,27 +102,26 @@ def _worker_main(conn, limits: DecodeLimits, hwaccel: str, decode_fn: DecodeFn, 
         from vidjudge.server.decode.pyav_decoder import probe_hwaccel
 
         probe_hwaccel(hwaccel)  # if NVDEC segfaults, it does so here, before the worker takes a task
-    conn.send(("ready", os.getpid()))
+    conn.send(_Ready(os.getpid()))
     while True:
         try:
-            msg = conn.recv()
+            job = conn.recv()
         except (EOFError, OSError):
+            return  # the parent is gone
+        if job is None:
             return
-        if msg is None:
-            return
-        task_id, source, spec = msg
         try:
-            reply = ("ok", task_id, decode_fn(source, spec, limits, hwaccel))
+            reply = _Reply(job.task_id, result=decode_fn(job.source, job.spec, limits, hwaccel))
         except Exception as e:  # noqa: BLE001 - every failure goes back to the caller
-            reply = ("err", task_id, _portable(e))
+            reply = _Reply(job.task_id, error=_portable(e))
         try:
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as e:
-            conn.send(("err", task_id, InternalError(f"decode result could not be sent back: {e}",
-                                                     reason="decode_failed")))
+            conn.send(_Reply(job.task_id, error=InternalError(f"decode result could not be sent back: {e}",
+                                                              reason="decode_failed")))
         except OSError:
             return  # the parent is gone
-        del reply, msg, source
+        del reply, job
 
 
 # --------------------------------------------------------------------------- parent side
@@ -198,32 +225,29 @@ class DecodePool:
             if self._broken:
                 raise Unavailable(self._broken, reason="decoder_unavailable")
             self._queue.append(_Task(fut, source, spec, _describe_source(source)))
-        self._wake()
+            self._wake()  # under the lock: close() cannot have closed the pipe yet
         return fut
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop: queued tasks fail at once; running ones get `timeout` s to finish, then are killed."""
         with self._lock:
-            if self._closed:
-                already = True
-            else:
-                already = False
+            already = self._closed
+            if not already:
                 self._closed = True
                 self._close_deadline = time.monotonic() + max(timeout, 0.0)
                 queued = list(self._queue)
                 self._queue.clear()
-        if not already:
-            for task in queued:
-                _fail(task.future, Unavailable("the decode pool was closed before this video was decoded",
-                                               reason="shutting_down"))
-            self._wake()
+        if already:
+            self._thread.join()
+            return
+        for task in queued:
+            _fail(task.future, Unavailable("the decode pool was closed before this video was decoded",
+                                           reason="shutting_down"))
+        self._wake()
         self._thread.join()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._wake_r = self._wake_w = -1
+        with self._lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def __enter__(self) -> DecodePool:
         return self
@@ -257,7 +281,13 @@ class DecodePool:
 
     @property
     def workers(self) -> int:
+        """Worker processes, started or starting."""
         return len(self._workers)
+
+    @property
+    def ready(self) -> int:
+        """Workers that finished starting (idle or busy); 0 right after construction."""
+        return sum(1 for w in list(self._workers) if w.ready and not w.dead)
 
     @property
     def worker_pids(self) -> list[int]:
@@ -353,7 +383,7 @@ class DecodePool:
                 return
             task_id = next(self._ids)
             try:
-                w.conn.send((task_id, task.source, task.spec))
+                w.conn.send(_Job(task_id, task.source, task.spec))
             except (pickle.PicklingError, TypeError, AttributeError) as e:
                 _fail(task.future, InternalError(f"could not send the video to a decode worker: {e}",
                                                  reason="decode_failed"))
@@ -399,21 +429,19 @@ class DecodePool:
                 _fail(task.future, InternalError(f"could not read the decode result: {e}", reason="decode_failed"))
             self._replace(w, count_restart=True)
             return
-        kind = msg[0]
-        if kind == "ready":
+        if isinstance(msg, _Ready):
             w.ready = True
             self._start_failures = 0
             return
-        _, task_id, payload = msg
-        if task_id != w.task_id or w.task is None:
-            log.warning("decode worker %s sent a reply for an unknown task; ignored", w.proc.pid)
+        if not isinstance(msg, _Reply) or msg.task_id != w.task_id or w.task is None:
+            log.warning("decode worker %s sent an unexpected message; ignored", w.proc.pid)
             return
         task = self._finish(w)
         assert task is not None
-        if kind == "ok":
-            _resolve(task.future, payload)
+        if msg.error is not None:
+            _fail(task.future, msg.error)
         else:
-            _fail(task.future, payload)
+            _resolve(task.future, msg.result)
         w.tasks_done += 1
         if self._max_tasks and w.tasks_done >= self._max_tasks and not self._closed:
             with self._lock:

@@ -69,6 +69,14 @@ def _note_cuda_failure(mode: str, err: BaseException) -> None:
             _cuda_failure)
 
 
+def _cuda_hwaccel():
+    """NVDEC settings: the GPU's primary CUDA context (shared, not created per video), with
+    FFmpeg falling back to its software decoder for streams NVDEC cannot handle."""
+    from av.codec.hwaccel import HWAccel
+
+    return HWAccel(device_type="cuda", allow_software_fallback=True, options={"primary_ctx": "1"})
+
+
 def _tiny_h264_clip() -> bytes | None:
     """A one-frame 64x64 H.264 mp4 made in memory (None if this PyAV has no H.264 encoder)."""
     buf = io.BytesIO()
@@ -99,15 +107,14 @@ def probe_hwaccel(hwaccel: str = "auto") -> bool:
     if _cuda_failure is not None:
         return False
     try:
-        from av.codec.hwaccel import HWAccel, hwdevices_available
+        from av.codec.hwaccel import hwdevices_available
 
         if "cuda" not in hwdevices_available():
             raise RuntimeError("this FFmpeg build has no CUDA device support")
         clip = _tiny_h264_clip()
         if clip is None:
             return False  # nothing to probe with; the first real decode decides
-        with av.open(io.BytesIO(clip), mode="r", hwaccel=HWAccel(device_type="cuda",
-                                                                 allow_software_fallback=True)) as c:
+        with av.open(io.BytesIO(clip), mode="r", hwaccel=_cuda_hwaccel()) as c:
             s = c.streams.video[0]
             frames = list(c.decode(s))
             if not frames:
@@ -162,10 +169,7 @@ def _open(source: VideoSource, hwaccel: str, name: str) -> tuple[Any, bool]:
     """Open the container; with hwaccel auto/cuda try NVDEC first. Returns (container, tried_hw)."""
     if hwaccel in ("auto", "cuda") and _cuda_failure is None:
         try:
-            from av.codec.hwaccel import HWAccel
-
-            hw = HWAccel(device_type="cuda", allow_software_fallback=True)
-            return _open_container(source, hw), True
+            return _open_container(source, _cuda_hwaccel()), True
         except Exception as e:  # noqa: BLE001 - any failure here means "no usable CUDA"
             hw_error = e
         container = _open_software(source, name)
@@ -278,6 +282,9 @@ class _FrameReader:
 
     def _emit(self, frames) -> Iterator[_Frame]:
         for f in frames:
+            if self.frames_decoded >= self.limits.max_frames:
+                self.budget_exhausted = True
+                raise _BudgetExhausted
             self.frames_decoded += 1
             _check_pixels(f.width, f.height, self.limits, self.name)
             yield _Frame(self._time_of(f), f)
@@ -434,12 +441,25 @@ def decode_video(
     except InvalidVideo as e:
         if not (tried_hw and e.reason == "undecodable"):
             raise
+        err: BaseException = e
+    except (av.error.FFmpegError, ValueError) as e:
+        if not tried_hw:
+            raise _unexpected(name, e) from None
         err = e
-    # The CUDA decoder produced nothing: try software once before blaming the file.
-    with _open_software(source, name) as container:
-        result = _decode_open(container, False, source, spec, limits, name, seek_threshold_s, threads)
+    # The CUDA path failed outright: try software once before blaming the file.
+    try:
+        with _open_software(source, name) as container:
+            result = _decode_open(container, False, source, spec, limits, name, seek_threshold_s, threads)
+    except (av.error.FFmpegError, ValueError) as e:
+        raise _unexpected(name, e) from None
     _note_cuda_failure(hwaccel, err)
     return result
+
+
+def _unexpected(name: str, e: BaseException) -> InvalidVideo:
+    """An FFmpeg error outside the paths handled above (seek, conversion): blame the file."""
+    detail = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return InvalidVideo(f"decoding {name} failed: {detail}", reason="undecodable")
 
 
 def _decode_open(container, tried_hw: bool, source: VideoSource, spec: FrameSpec, limits: DecodeLimits,
@@ -507,35 +527,47 @@ def _sample(container, stream, tried_hw: bool, spec: FrameSpec, limits: DecodeLi
     out = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
     times = np.empty(spec.num_frames, np.float64)
     prev: _Frame | None = None  # last frame at or before the target
-    nxt: _Frame | None = None  # first frame after it (or not yet read)
-    exhausted = False
     converted: tuple[_Frame, np.ndarray, int] | None = None
     first_ccw: int | None = None
     frame_dims: tuple[int, int] | None = None
+    # 1. Read the first frame: whether frames carry timestamps decides if seeking is safe
+    #    (times synthesized for frames without one do not survive a seek).
+    nxt: _Frame | None = reader.next()  # first frame after the target (or not yet read)
+    exhausted = nxt is None
 
     for i, t in enumerate(targets):
+        if reader.seen_missing_pts:
+            can_seek = False
+        # 2. Far ahead: jump to the keyframe before the target instead of decoding up to it.
         pos = nxt.t if nxt is not None else (prev.t if prev is not None else start_s)
         if can_seek and not exhausted and t - pos > seek_threshold_s:
-            if reader.seek(t):
-                prev = None
-                nxt = reader.next()
-                if nxt is not None and nxt.t > t + TIE_TOLERANCE_S and nxt.t > start_s + TIE_TOLERANCE_S:
+            if not reader.seek(t):
+                can_seek = False  # the demuxer refused: decode on from where we are
+            else:
+                landed = reader.next()
+                if landed is not None and landed.t > t + TIE_TOLERANCE_S and landed.t > start_s + TIE_TOLERANCE_S:
                     # Landed past the target (some indexes are keyed by decode time): back off once.
                     if reader.seek(max(start_s, t - 2 * max(seek_threshold_s, step_s))):
-                        nxt = reader.next()
-                exhausted = nxt is None
-            else:
-                can_seek = False
+                        landed = reader.next()
+                if landed is None:
+                    # Nothing there: the file ends before its header says, or the stream does not
+                    # really seek. Decode from the start instead, without seeking again.
+                    can_seek = False
+                    landed = reader.next() if reader.seek(start_s) else None
+                if landed is None:
+                    exhausted = True  # keep the frames already in hand
+                else:
+                    prev, nxt = None, landed
+        # 3. Decode on until the next frame is past the target.
         while not exhausted and (nxt is None or nxt.t <= t):
             if nxt is not None:
                 prev = nxt
             nxt = reader.next()
             if nxt is None:
                 exhausted = True
-        if reader.seen_missing_pts:
-            can_seek = False  # synthesized times do not survive a seek
         if prev is None and nxt is None:
             break  # nothing decodable at all
+        # 4. Keep whichever neighbour is nearer (ties: the earlier); past the end, the last frame.
         if prev is None:
             chosen = nxt
         elif nxt is None:
@@ -543,6 +575,7 @@ def _sample(container, stream, tried_hw: bool, spec: FrameSpec, limits: DecodeLi
         else:
             chosen = nxt if nearer_is_later(t, prev.t, nxt.t) else prev
         assert chosen is not None
+        # 5. Convert once per distinct frame (short clips repeat frames).
         if converted is None or converted[0] is not chosen:
             arr, ccw = to_rgb_frame(chosen.frame, spec)
             converted = (chosen, arr, ccw)

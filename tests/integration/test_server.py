@@ -208,3 +208,54 @@ def test_drain_finishes_in_flight_work_then_refuses(tiny_bundle, video_dir):
     with JudgeClient(s.address, retry=NO_RETRY, timeout=5) as c:
         with pytest.raises((Unavailable, DeadlineExceeded)):
             c.score(video_dir / "noise.mp4")
+
+
+UNUSUAL = {
+    "10-bit HEVC": dict(codec="libx265", pix_fmt="yuv420p10le", width=128, height=96, num_frames=12),
+    "rotated 90": dict(codec="libx264", rotation_deg=90, width=96, height=128, num_frames=12),
+    "odd tiny size 17x9": dict(codec="libx264", width=17, height=9, num_frames=12, pix_fmt="yuv444p"),
+    "3 frames only": dict(codec="libx264", width=64, height=48, num_frames=3),
+    "variable frame rate": dict(codec="libx264", width=64, height=48, num_frames=10,
+                                timestamps_s=[0, 0.04, 0.08, 0.5, 0.52, 1.3, 1.31, 1.32, 2.0, 2.9]),
+    "with audio": dict(codec="libx264", width=64, height=48, num_frames=12, with_audio=True),
+}
+
+
+@pytest.mark.parametrize("label", list(UNUSUAL))
+def test_unusual_videos_get_a_score(server, tmp_path, label):
+    kw = UNUSUAL[label]
+    path = write_video(tmp_path / ("v.mkv" if "HEVC" in label else "v.mp4"), fps=12, pattern="gradient", **kw)
+    with JudgeClient(server.address) as c:
+        r = c.score(path)
+    check_result(r)
+    if "rotated" in label:
+        assert r.video["rotation"] in (90, -90, 270)
+        assert (r.video["width"], r.video["height"]) == (96, 128)  # upright size
+
+
+def test_cancelled_call_frees_its_place(server, tmp_path):
+    slow = write_video(tmp_path / "slow.mp4", width=640, height=360, num_frames=300, fps=25, gop_size=300,
+                       pattern="gradient")
+    pipeline = server.server.pipeline
+    metric = pipeline.metrics.registry.get_sample_value
+    before = metric("vidjudge_requests_total", {"method": "Score", "code": "CANCELLED"}) or 0.0
+
+    async def run():
+        async with AsyncJudgeClient(server.address, retry=NO_RETRY) as c:
+            task = asyncio.create_task(c.score(slow))
+            for _ in range(500):
+                if pipeline.admission.in_flight:
+                    break
+                await asyncio.sleep(0.01)
+            assert pipeline.admission.in_flight == 1, "the request was never admitted"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(500):
+                if not pipeline.admission.in_flight:
+                    break
+                await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert pipeline.admission.in_flight == 0
+    assert metric("vidjudge_requests_total", {"method": "Score", "code": "CANCELLED"}) == before + 1

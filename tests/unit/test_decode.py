@@ -208,6 +208,18 @@ def test_duration_missing_from_header_comes_from_packets(tmp_path, kind):
     np.testing.assert_allclose(out.timestamps_s, want / 8, atol=1e-3)
 
 
+@pytest.mark.parametrize("container,codec", [("h264", "libx264"), ("hevc", "libx265"), ("m4v", "mpeg4")])
+def test_long_raw_stream_without_timestamps_is_not_seeked_blindly(tmp_path, container, codec):
+    # Raw elementary streams carry no timestamps: frame times are counted, which a
+    # seek would break. The first target is far from the start (a seek candidate).
+    path = write_video(tmp_path / f"long.{container}", container=container, codec=codec, width=160, height=32,
+                       num_frames=100, fps=8, gop_size=8, pattern="counter")
+    out = _decode(path, FrameSpec(3, 16, 80))
+    assert out.info.duration_s == pytest.approx(12.5, abs=0.01)
+    assert [counter_index(f) for f in out.frames] == [17, 50, 83]
+    np.testing.assert_allclose(out.timestamps_s, np.array([17, 50, 83]) / 8, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- rotation, sizes, bit depth
 
 
@@ -340,6 +352,24 @@ def test_truncated_but_readable_start_is_decoded_partially(tmp_path, suffix):
     assert got == sorted(got)
     last = max(got)
     assert last < n - 1 and got[-1] == last and got.count(last) >= 2  # repeated past the cut
+
+
+def test_truncated_long_file_seeking_past_the_cut_falls_back_to_the_last_frame(tmp_path):
+    # The header promises 10 s; half the data is there. Targets are 1.25 s apart, so
+    # the decoder seeks, finds nothing past the cut, and decodes what exists instead.
+    n, fps, w, h = 160, 16, 48, 32
+    full = write_video(tmp_path / "long.mp4", width=w, height=h, num_frames=n, fps=fps, gop_size=8,
+                       pattern="noise", faststart=True, options={"crf": "30"})
+    half = truncated_copy(full, tmp_path / "half.mp4")
+    out = _decode(half, FrameSpec(8, h, w))
+    assert out.info.duration_s == pytest.approx(10.0, abs=0.1)
+    got = [_source_index(f, n, w, h) for f in out.frames]
+    np.testing.assert_allclose(np.array(got) / fps, out.timestamps_s, atol=1e-6)
+    last = max(got)
+    assert n // 4 < last < n - 1
+    assert got == sorted(got) and got[-1] == last and got.count(last) >= 2
+    want_before_cut = _expected_indices(np.arange(n) / fps, n / fps, 8)
+    assert [g for g in got if g < last] == [int(x) for x in want_before_cut if x < last]
 
 
 def test_audio_only_has_no_video_stream(tmp_path):

@@ -74,14 +74,17 @@ def test_results_match_in_process_decoding(clips):
 
 def test_crash_fails_only_its_own_task(clips):
     with DecodePool(2, LIMITS, decode_fn=misbehaving_decode) as pool:
-        slow = [pool.submit(clips("slow-1.mp4"), SPEC), pool.submit(clips("slow-2.mp4"), SPEC)]
+        assert _wait_for(lambda: pool.ready == 2)
+        # One worker is mid-decode (1 s) while the other one segfaults.
+        slow = pool.submit(clips("slow-1.mp4"), SPEC)
         crash = pool.submit(clips("crash.mp4"), SPEC)
         ok = [pool.submit(clips("ok.mp4"), SPEC) for _ in range(4)]
         with pytest.raises(InvalidVideo, match="SIGSEGV") as e:
             crash.result(timeout=60)
         assert e.value.reason == "decoder_crashed"
         assert "crash.mp4" in e.value.message
-        for f in slow + ok:
+        assert not slow.done()  # the crash happened while the other task was running...
+        for f in [slow] + ok:  # ...and that task, and the ones queued behind, succeed
             assert f.result(timeout=60).frames.shape == (4, 32, 32, 3)
         assert pool.restarts == 1
         assert pool.workers == 2
@@ -195,3 +198,29 @@ def test_workers_are_recycled_after_max_tasks(clips):
         assert pool.recycled == 2
         assert pool.restarts == 0
         assert pool.worker_pids[0] != first and not _alive(first)
+
+
+def test_pool_gives_up_when_workers_cannot_start(clips, tmp_path, monkeypatch):
+    # A decode_fn whose module vanished: every worker dies while unpickling it, before
+    # it is ready. The pool first drops hwaccel (NVDEC crashing at start-up looks the
+    # same), then declares itself broken instead of restarting workers forever.
+    (tmp_path / "vanishing_decoder.py").write_text(
+        "from vidjudge.server.decode import decode_video\n\n\n"
+        "def decode(source, spec, limits, hwaccel):\n"
+        "    return decode_video(source, spec, limits, hwaccel)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import vanishing_decoder
+
+    (tmp_path / "vanishing_decoder.py").unlink()
+    shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+    pool = DecodePool(1, LIMITS, hwaccel="auto", decode_fn=vanishing_decoder.decode)
+    try:
+        fut = pool.submit(clips("ok.mp4"), SPEC)
+        with pytest.raises(Unavailable, match="cannot start") as e:
+            fut.result(timeout=120)
+        assert e.value.reason == "decoder_unavailable"
+        assert pool.hwaccel == "none" and pool.broken
+        with pytest.raises(Unavailable):
+            pool.submit(clips("ok.mp4"), SPEC)
+    finally:
+        pool.close()
