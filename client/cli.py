@@ -133,6 +133,31 @@ def export_hf_cmd(checkpoint: Path = typer.Argument(..., help="Local Hugging Fac
     out.print(f"bundle written to {path}")
 
 
+@export_app.command("trt")
+def export_trt_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (its encoder/vision.onnx is compiled)."),
+                   max_batch: int = typer.Option(32, help="Largest batch of videos the engine accepts."),
+                   opt_batch: int = typer.Option(8, help="Batch size TensorRT tunes for."),
+                   fp32: bool = typer.Option(False, help="Build in FP32 instead of FP16 (norms/softmax stay FP32)."),
+                   workspace_gb: int = typer.Option(8, help="Builder workspace (GiB).")):
+    """Build a TensorRT engine for this GPU from the bundle's ONNX encoder (needs a GPU and the gpu extra)."""
+    try:
+        from vidjudge.export.trt import build_tensorrt_engine
+    except ImportError as e:
+        _need_server_extra(e)
+    _logging("INFO")
+    try:
+        record = build_tensorrt_engine(bundle, max_batch=max_batch, opt_batch=opt_batch, fp16=not fp32,
+                                       workspace_gb=workspace_gb)
+    except ImportError:
+        err.print("[red]tensorrt is not installed: this command runs on a GPU machine with the gpu extra[/red]")
+        raise typer.Exit(2)
+    except Exception as e:  # noqa: BLE001 - builder errors are reported, not traced
+        err.print(f"[red]TensorRT build failed: {e}[/red]")
+        raise typer.Exit(1)
+    out.print(f"engine {record['engine']} built for {record['gpu_name']} (sm_{record['compute_capability']}), "
+              f"TensorRT {record['tensorrt_version']}, batch 1..{record['max_batch']}")
+
+
 def _print_results(rows: list[tuple[str, object]], as_json: bool) -> int:
     """rows: (name, ScoreResult | VidjudgeError). Returns the number of failures."""
     failures = 0

@@ -30,18 +30,12 @@ SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["Judge"].full_name
 
 
 def create_encoder_for(bundle: Bundle, config: Config):
-    from vidjudge.server.encoder import create_encoder
+    from vidjudge.server.encoder.select import select_encoder
 
-    backend = config.encoder.backend
-    try:
-        return create_encoder(backend, onnx_path=bundle.encoder_path, checkpoint_dir=bundle.llm_path,
-                              grid_thw=tuple(bundle.manifest.vision.grid_thw), threads=config.encoder.threads or None)
-    except ImportError as e:
-        if backend == "torch":
-            raise
-        log.warning("encoder backend %s unavailable (%s); falling back to the torch reference", backend, e)
-        return create_encoder("torch", onnx_path=bundle.encoder_path, checkpoint_dir=bundle.llm_path,
-                              grid_thw=tuple(bundle.manifest.vision.grid_thw), threads=config.encoder.threads or None)
+    v = bundle.manifest.vision
+    sel = select_encoder(config.encoder.backend, onnx_path=bundle.encoder_path, checkpoint_dir=bundle.llm_path,
+                         grid_thw=tuple(v.grid_thw), threads=config.encoder.threads or None, tensorrt_record=v.tensorrt)
+    return sel.encoder
 
 
 def create_scorer_for(bundle: Bundle, config: Config):

@@ -54,12 +54,25 @@ class PreprocessSection(_M):
     resize: str = "bicubic"
 
 
+class TensorRTRecord(_M):
+    """A TensorRT engine and what it was built for (engines do not move across GPUs or versions)."""
+
+    engine: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str = "fp16"
+    max_batch: int = 32
+    opt_batch: int = 8
+
+
 class VisionSection(_M):
     onnx: str
     grid_thw: tuple[int, int, int]
     num_tokens: int
     hidden_size: int
     tokens_per_second: float
+    tensorrt: TensorRTRecord | None = None
 
 
 class LlmSection(_M):

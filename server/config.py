@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vidjudge.server.types import DecodeLimits
 
@@ -92,8 +92,9 @@ class DecodeConfig(_Section):
 
 
 class EncoderConfig(_Section):
-    backend: Literal["onnxruntime", "torch"] = Field(
-        "onnxruntime", description="Visual encoder backend: onnxruntime (bundle's ONNX) or torch (reference)."
+    backend: Literal["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch"] = Field(
+        "auto", description="Visual encoder: auto (tensorrt, else onnxruntime-cuda, else onnxruntime CPU; "
+        "each fallback logged with its reason), one of those explicitly, or torch (the reference).",
     )
     max_batch: int = Field(8, ge=1, le=1024, description="Most videos encoded in one batch.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait for a batch to fill.")
@@ -116,6 +117,14 @@ class Config(_Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+
+    @model_validator(mode="after")
+    def _message_fits_video(self) -> "Config":
+        # An inline video must fit in one gRPC message, with room for the rest of the request.
+        if self.server.max_message_mb <= self.limits.max_video_mb:
+            raise ValueError(f"server.max_message_mb ({self.server.max_message_mb}) must exceed "
+                             f"limits.max_video_mb ({self.limits.max_video_mb})")
+        return self
 
 
 class ConfigError(ValueError):

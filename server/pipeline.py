@@ -144,6 +144,9 @@ class Pipeline:
         else:
             # No dimensions named: every dimension this request can be scored on.
             chosen = [d for d in dims.values() if req.prompt or not d.requires_prompt]
+            if not chosen:
+                raise InvalidRequest(f"every dimension of model '{name}' needs the generation prompt "
+                                     "(set ScoreRequest.prompt)", reason="missing_prompt")
         if len(req.prompt) > self.config.limits.max_prompt_chars:
             raise InvalidRequest(f"prompt is {len(req.prompt)} characters, over the server's "
                                  f"{self.config.limits.max_prompt_chars}-character limit", reason="prompt_too_long")

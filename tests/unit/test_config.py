@@ -47,3 +47,9 @@ def test_describe_lists_every_field_with_its_description():
         for name, f in field.annotation.model_fields.items():
             assert f"\n{name} = " in text
             assert f.description and f.description in text
+
+
+def test_message_limit_must_exceed_video_limit():
+    with pytest.raises(ConfigError, match="max_message_mb .* must exceed limits.max_video_mb"):
+        load_config(env={}, overrides=["limits.max_video_mb=100"])
+    assert load_config(env={}, overrides=["limits.max_video_mb=100", "server.max_message_mb=120"])
