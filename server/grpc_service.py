@@ -63,10 +63,18 @@ class JudgeService(pb_grpc.JudgeServicer):
     def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline
 
-    def _count(self, method: str, code: grpc.StatusCode) -> None:
+    def _count(self, method: str, code: grpc.StatusCode, err: VidjudgeError | None = None,
+               result: ScoreResult | None = None) -> None:
+        """Count the outcome and log one line: failures at INFO (with the reason), successes at DEBUG."""
         self.pipeline.metrics.requests.labels(method, code.name).inc()
         if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
-            self.pipeline.metrics.rejections.labels(code.name.lower()).inc()
+            self.pipeline.metrics.rejections.labels(err.reason if err else code.name.lower()).inc()
+        if err is not None:
+            log.info("%s %s reason=%s: %s", method, code.name, err.reason, err.message)
+        elif result is not None and log.isEnabledFor(logging.DEBUG):
+            scores = " ".join(f"{s.dimension}={s.score:.3f}" for s in result.scores)
+            log.debug("%s OK model=%s %s total=%.0fms decode=%.0fms", method, result.model, scores,
+                      result.timings.total_s * 1000, result.timings.decode_s * 1000)
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         try:
@@ -77,9 +85,9 @@ class JudgeService(pb_grpc.JudgeServicer):
         except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
             err = as_error(exc)
         else:
-            self._count("Score", grpc.StatusCode.OK)
+            self._count("Score", grpc.StatusCode.OK, result=result)
             return result_to_pb(result)
-        self._count("Score", err.code)
+        self._count("Score", err.code, err)
         await context.abort(err.code, err.message, trailing_metadata=((REASON_METADATA_KEY, err.reason),))
 
     async def ScoreStream(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -91,12 +99,12 @@ class JudgeService(pb_grpc.JudgeServicer):
             try:
                 result = await self.pipeline.score(request_from_pb(item.request, _deadline(context)))
                 resp = pb.ScoreStreamResponse(id=item.id, response=result_to_pb(result))
-                self._count("ScoreStream", grpc.StatusCode.OK)
+                self._count("ScoreStream", grpc.StatusCode.OK, result=result)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a bad item answers for itself; the stream goes on
                 err = as_error(exc)
-                self._count("ScoreStream", err.code)
+                self._count("ScoreStream", err.code, err)
                 resp = pb.ScoreStreamResponse(id=item.id, error=error_to_pb(err))
             await out.put(resp)
 

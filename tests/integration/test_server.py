@@ -173,6 +173,8 @@ def test_full_server_answers_resource_exhausted_at_once(tiny_bundle, video_dir):
             check_result(c.score(video_dir / "gradient.mp4"))
         assert s.server.pipeline.metrics.registry.get_sample_value(
             "vidjudge_requests_total", {"method": "Score", "code": "RESOURCE_EXHAUSTED"}) == len(rejected)
+        assert s.server.pipeline.metrics.registry.get_sample_value(
+            "vidjudge_rejections_total", {"reason": "too_many_requests"}) == len(rejected)
 
 
 def test_metrics_endpoint_serves_prometheus_text(tiny_bundle, video_dir):
