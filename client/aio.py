@@ -7,16 +7,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Sequence
 
 import grpc
 
 from vidjudge.client.client import DEFAULT_MAX_MESSAGE_MB, channel_options
-from vidjudge.client.request import VideoInput, build_request, error_from_rpc
-from vidjudge.client.retry import RETRYABLE, RetryPolicy
+from vidjudge.client.request import VideoInput, build_request
+from vidjudge.client.retry import Attempts, RetryPolicy
 from vidjudge.client.types import ModelInfo, ScoreResult
-from vidjudge.errors import DeadlineExceeded
 from vidjudge.v1 import judge_pb2 as pb
 from vidjudge.v1 import judge_pb2_grpc as pb_grpc
 
@@ -31,23 +29,12 @@ class AsyncJudgeClient:
         self._stub = pb_grpc.JudgeStub(self._channel)
 
     async def _call(self, method, request, timeout: float | None):
-        timeout = self.timeout if timeout is None else timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        attempt = 0
+        attempts = Attempts(self.retry, self.timeout if timeout is None else timeout, self.target)
         while True:
-            attempt += 1
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise DeadlineExceeded(f"no answer from {self.target} within {timeout}s")
             try:
-                return await method(request, timeout=left)
+                return await method(request, timeout=attempts.time_left())
             except grpc.aio.AioRpcError as e:
-                if e.code() not in RETRYABLE or attempt >= self.retry.max_attempts:
-                    raise error_from_rpc(e) from None
-                pause = self.retry.backoff(attempt)
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
-                await asyncio.sleep(pause)
+                await asyncio.sleep(attempts.pause_after(e))
 
     async def score(self, video: VideoInput, *, prompt: str = "", dimensions: Sequence[str] = (), model: str = "",
                     server_path: bool = False, timeout: float | None = None) -> ScoreResult:

@@ -19,9 +19,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vidjudge.client.request import VideoInput, build_request, error_from_rpc
-from vidjudge.client.retry import RETRYABLE, RetryPolicy
+from vidjudge.client.retry import Attempts, RetryPolicy
 from vidjudge.client.types import ModelInfo, ScoreResult, StreamResult
-from vidjudge.errors import DeadlineExceeded, Unavailable
+from vidjudge.errors import Unavailable
 from vidjudge.v1 import judge_pb2 as pb
 from vidjudge.v1 import judge_pb2_grpc as pb_grpc
 
@@ -44,23 +44,12 @@ class JudgeClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def _call(self, method, request, timeout: float | None):
-        timeout = self.timeout if timeout is None else timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        attempt = 0
+        attempts = Attempts(self.retry, self.timeout if timeout is None else timeout, self.target)
         while True:
-            attempt += 1
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise DeadlineExceeded(f"no answer from {self.target} within {timeout}s")
             try:
-                return method(request, timeout=left)
+                return method(request, timeout=attempts.time_left())
             except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or attempt >= self.retry.max_attempts:
-                    raise error_from_rpc(e) from None
-                pause = self.retry.backoff(attempt)
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
+                time.sleep(attempts.pause_after(e))
 
     def score(self, video: VideoInput, *, prompt: str = "", dimensions: Sequence[str] = (), model: str = "",
               server_path: bool = False, timeout: float | None = None) -> ScoreResult:

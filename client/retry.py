@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 import grpc
+
+from vidjudge.client.request import error_from_rpc
+from vidjudge.errors import DeadlineExceeded
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
@@ -26,3 +30,42 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+class Attempts:
+    """Deadline and attempt bookkeeping of one call, shared by the sync and asyncio clients.
+
+        attempts = Attempts(policy, timeout, target)
+        while True:
+            try:
+                return call(request, timeout=attempts.time_left())
+            except grpc.RpcError as e:
+                sleep(attempts.pause_after(e))   # raises the typed error when it is final
+    """
+
+    def __init__(self, policy: RetryPolicy, timeout: float | None, target: str):
+        self._clock = time.monotonic
+        self.policy = policy
+        self.timeout = timeout
+        self.target = target
+        self.deadline = None if timeout is None else self._clock() + timeout
+        self.attempt = 0
+
+    def time_left(self) -> float | None:
+        """Seconds left for the next attempt (None: no deadline); raises DeadlineExceeded when none are."""
+        self.attempt += 1
+        if self.deadline is None:
+            return None
+        left = self.deadline - self._clock()
+        if left <= 0:
+            raise DeadlineExceeded(f"no answer from {self.target} within {self.timeout}s")
+        return left
+
+    def pause_after(self, e: grpc.RpcError) -> float:
+        """Seconds to wait before retrying after `e`; raises its typed error when it is not retried."""
+        if e.code() not in RETRYABLE or self.attempt >= self.policy.max_attempts:
+            raise error_from_rpc(e) from None
+        pause = self.policy.backoff(self.attempt)
+        if self.deadline is not None:
+            pause = min(pause, max(0.0, self.deadline - self._clock()))
+        return pause
