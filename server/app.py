@@ -38,13 +38,40 @@ def create_encoder_for(bundle: Bundle, config: Config):
     return sel.encoder
 
 
+def derived_max_model_len(bundle: Bundle, config: Config) -> int:
+    """Longest prompt a request can make: visual tokens + the longest template + the user prompt + margin,
+    capped at the model's max_position_embeddings."""
+    import json
+
+    template = max(len(ids.prefix) + len(ids.suffix)
+                   for ids in (bundle.prompt_ids(d, "") for d in bundle.dimensions.values()))
+    want = bundle.manifest.vision.num_tokens + template + config.limits.max_prompt_chars + 64
+    hf = json.loads((bundle.llm_path / "config.json").read_text())
+    cap = hf.get("text_config", {}).get("max_position_embeddings") or hf.get("max_position_embeddings")
+    return min(want, int(cap)) if cap else want
+
+
 def create_scorer_for(bundle: Bundle, config: Config):
+    from vidjudge.server.scorer import torchvision_compat
+
+    # A vLLM install brings a torchvision that transformers' Qwen2.5-VL cannot import as is.
+    torchvision_compat.install()
+    m, sc = bundle.manifest, config.scorer
+    if sc.backend == "vllm":
+        try:
+            from vidjudge.server.scorer.vllm_backend import VllmScorer
+
+            return VllmScorer(bundle.llm_path, video_token_id=bundle.video_token_id, config=sc,
+                              merge_size=m.preprocess.merge_size,
+                              max_model_len=sc.max_model_len or derived_max_model_len(bundle, config))
+        except ImportError as e:
+            log.warning("scorer backend vllm unavailable (%s: %s); falling back to the transformers reference",
+                        type(e).__name__, e)
     from vidjudge.server.scorer.transformers_backend import TransformersScorer
 
-    m = bundle.manifest
     return TransformersScorer(bundle.llm_path, video_token_id=bundle.video_token_id,
                               merge_size=m.preprocess.merge_size, tokens_per_second=m.vision.tokens_per_second,
-                              threads=config.scorer.threads)
+                              threads=sc.threads)
 
 
 def build_pipeline(config: Config, decode_pool=None) -> Pipeline:
@@ -106,8 +133,16 @@ class JudgeServer:
         return self.port
 
     async def _update_gauges(self) -> None:
+        """Once a second: refresh the gauges, and go NOT_SERVING if an engine died (load balancers move on)."""
+        serving = True
         while True:
             self.pipeline.update_gauges()
+            dead = [name for name, r in self.pipeline.runners.items() if getattr(r.scorer, "errored", False)]
+            if dead and serving:
+                serving = False
+                log.error("the scoring engine of %s died; health is NOT_SERVING until restart", ", ".join(dead))
+                for name in ("", SERVICE_NAME):
+                    await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             await asyncio.sleep(1.0)
 
     async def stop(self, grace: float | None = None) -> None:

@@ -102,12 +102,47 @@ class EncoderConfig(_Section):
 
 
 class ScorerConfig(_Section):
-    backend: Literal["transformers"] = Field(
-        "transformers", description="Language-model backend: transformers (reference)."
+    """The language-model scorer. vLLM batches continuously by itself; the batch fields are transformers'."""
+
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Language-model backend: transformers (reference) or vllm (needs the vllm package; "
+        "falls back to transformers with a logged reason when it cannot be imported).",
     )
-    max_batch: int = Field(16, ge=1, le=4096, description="Most prompts scored in one batch.")
-    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait for a batch to fill.")
-    threads: int = Field(0, ge=0, le=256, description="torch intra-op threads; 0 keeps torch's default.")
+    max_batch: int = Field(16, ge=1, le=4096, description="transformers: most prompts scored in one batch.")
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="transformers: longest wait for a batch to fill.")
+    threads: int = Field(0, ge=0, le=256, description="transformers: torch intra-op threads; 0 keeps torch's default.")
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="vllm (GPU): fraction of GPU memory the engine may use (weights + KV cache)."
+    )
+    cpu_kv_cache_gb: float = Field(
+        1.0, gt=0, le=1024, description="vllm (CPU only): KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE overrides it)."
+    )
+    max_num_seqs: int = Field(
+        0, ge=0, le=65_536, description="vllm: most sequences in one engine step; 0 keeps vLLM's default."
+    )
+    max_num_batched_tokens: int = Field(
+        0, ge=0, le=1_048_576, description="vllm: most tokens in one engine step; 0 keeps vLLM's default."
+    )
+    max_model_len: int = Field(
+        0, ge=0, le=1_048_576,
+        description="vllm: longest prompt in tokens; 0 derives it from the bundle (visual tokens + prompt "
+        "template + limits.max_prompt_chars + a margin). Longer prompts are refused (INVALID_ARGUMENT).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="vllm: weights/activations dtype; auto is float32 on CPU (parity) and bfloat16 on GPU."
+    )
+    enforce_eager: Literal["auto"] | bool = Field(
+        "auto", description="vllm: no torch.compile / CUDA graphs; auto is true on CPU (fast start), false on GPU."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="vllm: reuse the KV cache of shared prompt prefixes (and of a video scored twice)."
+    )
+    block_size: int = Field(
+        0, ge=0, le=1024,
+        description="vllm: KV cache block size in tokens, the granularity of prefix-cache hits; 0 keeps vLLM's "
+        "default (16 on GPU, 128 on CPU, where it must be a multiple of 32).",
+    )
 
 
 class Config(_Section):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +72,14 @@ class ModelRunner:
             self._encode_batch, metrics.batch_observer("encode"))
         # Each request may fan out to every dimension of the bundle.
         sc_cap = max(cap * max(1, len(bundle.dimensions)), sc.max_batch)
-        self.score_worker = BatchWorker(
-            Batcher(sc.max_batch, sc.max_wait_ms / 1000, capacity=sc_cap, name="llm"),
-            self.scorer.score, metrics.batch_observer("llm"))
+        if hasattr(scorer, "score_async"):
+            # The engine (vLLM) batches continuously across requests itself: no batcher of ours.
+            # The stand-in reports the engine's unfinished requests as the llm queue depth.
+            self.score_worker = scorer.engine_queue()
+        else:
+            self.score_worker = BatchWorker(
+                Batcher(sc.max_batch, sc.max_wait_ms / 1000, capacity=sc_cap, name="llm"),
+                self.scorer.score, metrics.batch_observer("llm"))
 
     def _encode_batch(self, items: list[PreprocessedVideo]) -> list[EncodedVideo]:
         pixels = np.stack([it.pixel_values for it in items])
@@ -194,14 +200,24 @@ class Pipeline:
         # 4. Score every dimension, batched with other requests' prompts.
         t = time.perf_counter()
         bundle = runner.bundle
-        futs = [runner.score_worker.submit(ScoreJob(bundle.prompt_ids(d, req.prompt), encoded, d.level_token_ids),
-                                           req.deadline) for d in dims]
-        try:
-            logprobs = await asyncio.gather(*(_wait(f, req.deadline, "llm") for f in futs))
-        except BaseException:
-            for f in futs:
-                f.cancel()
-            raise
+        jobs = [ScoreJob(bundle.prompt_ids(d, req.prompt), encoded, d.level_token_ids) for d in dims]
+        if hasattr(runner.scorer, "score_async"):
+            # The engine batches across requests itself. On timeout or cancellation wait_for cancels
+            # the scoring tasks, and each cancelled task aborts its request in the engine.
+            timeout, rid = _remaining(req.deadline), f"vj-{uuid.uuid4().hex}"
+            try:
+                logprobs = await asyncio.wait_for(asyncio.gather(
+                    *(runner.scorer.score_async(j, f"{rid}-{d.name}") for j, d in zip(jobs, dims))), timeout)
+            except asyncio.TimeoutError:
+                raise DeadlineExceeded("the deadline passed during the llm stage") from None
+        else:
+            futs = [runner.score_worker.submit(j, req.deadline) for j in jobs]
+            try:
+                logprobs = await asyncio.gather(*(_wait(f, req.deadline, "llm") for f in futs))
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                raise
         timings.llm_s = time.perf_counter() - t
 
         scores = []

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import vidjudge.server  # noqa: F401  (installs the torchvision hook before any test imports transformers)
+
 # Two cores here: keep each library to one intra-op thread so parallel stages don't thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
