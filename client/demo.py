@@ -6,6 +6,7 @@ on a free loopback port, scores the videos through gRPC, prints, stops.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,8 @@ def run_demo(home: Path, print_rows: Callable[[list], int], console) -> int:
     from vidjudge.server.app import ServerThread
     from vidjudge.server.config import load_config
 
+    # The demo prints results, not engine chatter (the operator's setting wins).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     t0 = time.perf_counter()
     bundle = ensure_tiny_bundle(home / "bundles" / "tiny")
     videos = make_demo_videos(home / "videos")

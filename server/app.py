@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vidjudge.errors import Unavailable
 from vidjudge.server.bundle import Bundle, load_bundle
-from vidjudge.server.config import Config
+from vidjudge.server.config import Config, auto_threads
 from vidjudge.server.grpc_service import JudgeService
 from vidjudge.server.metrics import Metrics
 from vidjudge.server.pipeline import ModelRunner, Pipeline
@@ -34,7 +34,7 @@ def create_encoder_for(bundle: Bundle, config: Config):
 
     v = bundle.manifest.vision
     sel = select_encoder(config.encoder.backend, onnx_path=bundle.encoder_path, checkpoint_dir=bundle.llm_path,
-                         grid_thw=tuple(v.grid_thw), threads=config.encoder.threads or None, tensorrt_record=v.tensorrt)
+                         grid_thw=tuple(v.grid_thw), threads=auto_threads(config.encoder.threads), tensorrt_record=v.tensorrt)
     return sel.encoder
 
 
@@ -57,21 +57,24 @@ def create_scorer_for(bundle: Bundle, config: Config):
     # A vLLM install brings a torchvision that transformers' Qwen2.5-VL cannot import as is.
     torchvision_compat.install()
     m, sc = bundle.manifest, config.scorer
-    if sc.backend == "vllm":
+    if sc.backend in ("auto", "vllm"):
         try:
             from vidjudge.server.scorer.vllm_backend import VllmScorer
 
+            # Raises ImportError when the vllm package is missing (checked before any engine starts).
             return VllmScorer(bundle.llm_path, video_token_id=bundle.video_token_id, config=sc,
                               merge_size=m.preprocess.merge_size,
                               max_model_len=sc.max_model_len or derived_max_model_len(bundle, config))
         except ImportError as e:
-            log.warning("scorer backend vllm unavailable (%s: %s); falling back to the transformers reference",
-                        type(e).__name__, e)
+            # Expected under auto on a machine without vLLM; worth a warning when vllm was asked for.
+            log.log(logging.INFO if sc.backend == "auto" else logging.WARNING,
+                    "scorer backend vllm unavailable (%s: %s); falling back to the transformers reference",
+                    type(e).__name__, e)
     from vidjudge.server.scorer.transformers_backend import TransformersScorer
 
     return TransformersScorer(bundle.llm_path, video_token_id=bundle.video_token_id,
                               merge_size=m.preprocess.merge_size, tokens_per_second=m.vision.tokens_per_second,
-                              threads=sc.threads)
+                              threads=auto_threads(sc.threads))
 
 
 def build_pipeline(config: Config, decode_pool=None) -> Pipeline:

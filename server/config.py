@@ -98,20 +98,22 @@ class EncoderConfig(_Section):
     )
     max_batch: int = Field(8, ge=1, le=1024, description="Most videos encoded in one batch.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait for a batch to fill.")
-    threads: int = Field(0, ge=0, le=256, description="Intra-op threads; 0 lets the runtime decide.")
+    threads: int = Field(0, ge=0, le=256, description="CPU intra-op threads; 0 = auto: a quarter of the cores, "
+                         "at least 1 (decode workers and the scorer share them; all cores oversubscribe).")
 
 
 class ScorerConfig(_Section):
     """The language-model scorer. vLLM batches continuously by itself; the batch fields are transformers'."""
 
-    backend: Literal["transformers", "vllm"] = Field(
-        "transformers",
-        description="Language-model backend: transformers (reference) or vllm (needs the vllm package; "
-        "falls back to transformers with a logged reason when it cannot be imported).",
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto",
+        description="Language-model backend: auto (vllm when the vllm package imports, else transformers, "
+        "the reason logged), vllm, or transformers (the reference).",
     )
     max_batch: int = Field(16, ge=1, le=4096, description="transformers: most prompts scored in one batch.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="transformers: longest wait for a batch to fill.")
-    threads: int = Field(0, ge=0, le=256, description="transformers: torch intra-op threads; 0 keeps torch's default.")
+    threads: int = Field(0, ge=0, le=256, description="transformers: torch intra-op threads; 0 = auto: a quarter "
+                         "of the cores, at least 1 (measured on 2 cores: 13 ms per request instead of 140 ms).")
     gpu_memory_utilization: float = Field(
         0.85, gt=0, le=1, description="vllm (GPU): fraction of GPU memory the engine may use (weights + KV cache)."
     )
@@ -160,6 +162,15 @@ class Config(_Section):
             raise ValueError(f"server.max_message_mb ({self.server.max_message_mb}) must exceed "
                              f"limits.max_video_mb ({self.limits.max_video_mb})")
         return self
+
+
+def auto_threads(requested: int) -> int:
+    """CPU threads for one compute stage: the request, or a quarter of the cores (at least 1) for 0.
+
+    Every runtime defaults to all cores; with decode workers, the encoder and the scorer each doing
+    that, a small machine spends its time switching (measured on 2 cores: LLM 140 ms -> 13 ms per request).
+    """
+    return requested or max(1, (os.cpu_count() or 1) // 4)
 
 
 class ConfigError(ValueError):

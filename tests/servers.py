@@ -9,6 +9,8 @@ def make_config(bundle: Path, allowed: Path, **overrides):
     from vidjudge.server.config import load_config
 
     base = {"server.port": 0, "server.bundles": [str(bundle)], "limits.allowed_dirs": [str(allowed)],
-            "decode.workers": 2, "encoder.max_wait_ms": 20, "scorer.max_wait_ms": 20}
+            "decode.workers": 2, "encoder.max_wait_ms": 20, "scorer.max_wait_ms": 20,
+            # The reference scorer unless a test asks for vLLM: an engine per test server would cost ~15 s each.
+            "scorer.backend": "transformers"}
     base.update(overrides)
     return load_config(env={}, overrides=base)

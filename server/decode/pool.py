@@ -111,7 +111,11 @@ def _worker_main(conn, limits: DecodeLimits, hwaccel: str, decode_fn: DecodeFn, 
         if job is None:
             return
         try:
-            reply = _Reply(job.task_id, result=decode_fn(job.source, job.spec, limits, hwaccel))
+            t0 = time.perf_counter()
+            result = decode_fn(job.source, job.spec, limits, hwaccel)
+            # The caller sees queue + decode; this is the decode alone (StageTimings splits them).
+            result.decode_s = time.perf_counter() - t0
+            reply = _Reply(job.task_id, result=result)
         except Exception as e:  # noqa: BLE001 - every failure goes back to the caller
             reply = _Reply(job.task_id, error=_portable(e))
         try:

@@ -70,6 +70,8 @@ def _prepare(spec) -> None:
     global _library, _status
     import torch
 
+    if _library is not None:  # stubbed already (a find_spec without an import ran us): our stubs, not real ops
+        return
     if _ops_present(torch):
         _status = "ops loaded"
         return
@@ -126,6 +128,10 @@ def _uninstall() -> None:
 def install() -> None:
     """Add the hook (idempotent). Harmless when torchvision is absent or already imported."""
     global _status
+    if _status == "ops loaded" or _status.startswith("stubbed"):
+        # Decided already. transformers' is_torchvision_available() runs find_spec, which runs the hook
+        # without importing torchvision; a second hook must not mistake our stubs for loaded ops.
+        return
     if "torchvision" in sys.modules:
         if _status in ("not installed", "waiting"):
             _status = "skipped: torchvision was already imported"

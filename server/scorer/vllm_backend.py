@@ -118,6 +118,9 @@ class VllmScorer:
                  config: ScorerConfig | None = None):
         if importlib.util.find_spec("vllm") is None:
             raise ImportError("the vllm package is not installed (GPU: pip install vllm; CPU: see the README)")
+        # vLLM logs to stdout by default (read once, when vllm is first imported): a server's stdout belongs
+        # to its own output (`vidjudge score --json`, the demo), logs go to stderr. The operator's value wins.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         self.config = config or ScorerConfig(backend="vllm")
         self.checkpoint_dir = Path(checkpoint_dir)
         self.video_token_id = video_token_id

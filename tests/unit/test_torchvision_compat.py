@@ -117,3 +117,23 @@ def test_child_processes_get_the_hook_and_an_existing_sitecustomize_still_runs(f
     """, [fake_path, other])
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0.0.fake 1", r.stdout
+
+
+def test_a_lookup_without_import_keeps_the_decision(fake_path):
+    """transformers' is_torchvision_available() only runs find_spec: the stubs it causes are not 'loaded ops'."""
+    r = run("""
+        import importlib.util, sys
+        from vidjudge.server.scorer import torchvision_compat as tc
+        tc._uninstall()
+        tc._status = "not installed"
+        tc.install()
+        assert importlib.util.find_spec("torchvision") is not None  # runs the hook, imports nothing
+        assert "torchvision" not in sys.modules
+        first = tc.status()
+        tc.install()  # e.g. create_scorer_for calls it again
+        import torchvision
+        assert tc.status() == first, (first, tc.status())
+        assert tc.needs_stubs() == first.startswith("stubbed")
+        print("ok")
+    """, [fake_path])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
