@@ -189,6 +189,14 @@ def _mem_gib() -> float | None:
     return None
 
 
+def loadavg() -> list[float] | None:
+    """1, 5 and 15 minute load averages: on a shared machine, how busy it was besides us."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
 def _git(*args: str) -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -218,6 +226,7 @@ def environment() -> dict:
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gib": _mem_gib(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "loadavg_at_start": loadavg(),
         "gpu": None,
     }
     versions = {}
@@ -259,7 +268,9 @@ def describe_environment(env: dict) -> str:
 
 def report(benchmark: str, config: dict, results: Any, env: dict | None = None, **extra: Any) -> dict:
     """The JSON document every benchmark writes."""
-    return {"benchmark": benchmark, "command": command_line(), "environment": env or environment(),
+    env = dict(env or environment())
+    env["loadavg_at_end"] = loadavg()
+    return {"benchmark": benchmark, "command": command_line(), "environment": env,
             "config": config, **extra, "results": results}
 
 
@@ -406,3 +417,44 @@ class Timer:
         times.sort()
         return {"runs": len(times), "total_s": sum(times), "mean_s": sum(times) / len(times),
                 "median_s": percentile(times, 50), "min_s": times[0]}
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int = 5, min_time_s: float = 2.0, warmup: int = 1,
+                max_calls_per_slice: int = 100_000,
+                progress: "Progress | None" = None) -> dict[str, dict]:
+    """Time several functions fairly on a noisy machine: `rounds` rounds, each giving every function a
+    time slice of min_time_s / rounds (at least one call), in turn; per function, the median over
+    rounds of the seconds per unit. A function may return how many units (videos, prefills) one call
+    did; otherwise one. Bounded: rounds x functions slices, each slice at most one call past its time."""
+    slice_s = max(min_time_s / max(rounds, 1), 0.0)
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            if progress:
+                progress.update(f"warm-up: {name}", force=True)
+            fn()
+    per_unit: dict[str, list[float]] = {k: [] for k in fns}
+    calls: dict[str, int] = {k: 0 for k in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            if progress:
+                progress.update(f"round {r + 1}/{rounds}: {name}", force=True)
+            units = 0.0
+            n = 0
+            t0 = time.perf_counter()
+            while True:
+                got = fn()
+                units += got if isinstance(got, (int, float)) and not isinstance(got, bool) and got > 0 else 1
+                n += 1
+                el = time.perf_counter() - t0
+                if el >= slice_s or n >= max_calls_per_slice:
+                    break
+            per_unit[name].append(el / units)
+            calls[name] += n
+    out = {}
+    for name, v in per_unit.items():
+        v = sorted(v)
+        out[name] = {"s_per_unit": percentile(v, 50), "min_s_per_unit": v[0], "max_s_per_unit": v[-1],
+                     "calls": calls[name], "rounds": len(v)}
+    if progress:
+        progress.done()
+    return out

@@ -38,7 +38,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,8 @@ def http_snapshot(url: str) -> Callable[[], MetricsSnapshot]:
 
 
 def server_stats(before: MetricsSnapshot, after: MetricsSnapshot, seconds: float, decode_workers: int | None) -> dict:
-    """Per batched stage: batches, mean batch size, mean backend seconds per batch, busy fraction."""
+    """Per batched stage: batches, mean batch size, mean backend seconds per batch, busy fraction; decode
+    stage seconds per video and per worker; server-side rejections by reason."""
     def d(key: str) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
 
@@ -135,6 +136,10 @@ def server_stats(before: MetricsSnapshot, after: MetricsSnapshot, seconds: float
         out["decode"] = {"videos": int(n), "mean_s": busy / n,
                          "busy_fraction": busy / (seconds * decode_workers) if seconds > 0 and decode_workers
                          else None}
+    prefix = "vidjudge_rejections_total:"
+    rejected = {k[len(prefix):]: int(d(k)) for k in after if k.startswith(prefix) and d(k) > 0}
+    if rejected:
+        out["rejections_by_reason"] = rejected
     return out
 
 
@@ -295,7 +300,7 @@ class _Level:
             },
             "server_timings_ms": _mean_timings(ok),
             "all": {"sent": len(self.records), **_counts(self.records),
-                    "unanswered": sum(1 for r in self.records if r.code == "CLIENT_UNANSWERED"),
+                    "unanswered": sum(1 for r in self.records if r.code in ("CLIENT_UNANSWERED", "CLIENT_CANCELLED")),
                     "level_s": (max((r.done or 0) for r in self.records) - self.t_start) if self.records else 0.0},
         }
         if self.send_lags:
@@ -405,6 +410,12 @@ def started_server(bundle: Path, overrides: dict[str, Any] | None = None,
     cfg = load_config(env={}, overrides=settings)
     with ServerThread(cfg) as s:
         yield s.address, s, json.loads(cfg.model_dump_json())
+
+
+def server_backends(srv) -> dict[str, dict[str, str]]:
+    """Which encoder and scorer each loaded model really runs on (after the server's fallbacks)."""
+    return {name: {"encoder": getattr(r.encoder, "name", "?"), "scorer": getattr(r.scorer, "name", "?")}
+            for name, r in srv.server.pipeline.runners.items()}
 
 
 def wait_ready(target: str, timeout: float = 60.0) -> None:
@@ -585,10 +596,15 @@ def main(argv: list[str] | None = None) -> int:
             target, srv, server_config = stack.enter_context(started_server(bundle, overrides, dirs))
             stats = registry_snapshot(srv.server.pipeline.metrics.registry)
             workers = server_config["decode"]["workers"]
-            common.note(f"server up on {target} in {time.perf_counter() - t:.1f}s; overrides: {overrides or 'none'}")
+            server_config["backends_in_use"] = server_backends(srv)
+            common.note(f"server up on {target} in {time.perf_counter() - t:.1f}s; overrides: {overrides or 'none'}; "
+                        f"backends: {server_config['backends_in_use']}")
         else:
             target = args.server
-            wait_ready(target, timeout=30)
+            try:
+                wait_ready(target, timeout=30)
+            except Exception as e:  # noqa: BLE001 - say what is wrong, no traceback
+                raise SystemExit(f"no vidjudge server answering health checks at {target}: {e}")
         common.note(f"{len(requests)} distinct videos; {common.describe_environment(env)}")
         rows = run_levels(target, requests, concurrencies=concurrencies, rates=rates, plan=plan, stats=stats,
                           decode_workers=workers, on_level=show)
