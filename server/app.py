@@ -106,7 +106,7 @@ class JudgeServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
-        self._gauges: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
 
     async def start(self) -> int:
         max_msg = self.config.server.max_message_mb * 1024 * 1024
@@ -127,7 +127,7 @@ class JudgeServer:
         if self.config.server.metrics_port:
             self.metrics_port = self.pipeline.metrics.serve_http(self.config.server.metrics_port,
                                                                  self.config.server.host)
-        self._gauges = asyncio.create_task(self._update_gauges())
+        self._watchdog = asyncio.create_task(self._watch_engines())
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on %s:%d (metrics: %s)", ", ".join(self.pipeline.runners), self.config.server.host,
@@ -135,11 +135,10 @@ class JudgeServer:
                  if self.metrics_port else "off")
         return self.port
 
-    async def _update_gauges(self) -> None:
-        """Once a second: refresh the gauges, and go NOT_SERVING if an engine died (load balancers move on)."""
+    async def _watch_engines(self) -> None:
+        """Once a second: go NOT_SERVING if an engine died (load balancers move on)."""
         serving = True
         while True:
-            self.pipeline.update_gauges()
             dead = [name for name, r in self.pipeline.runners.items() if getattr(r.scorer, "errored", False)]
             if dead and serving:
                 serving = False
@@ -156,8 +155,8 @@ class JudgeServer:
         self.pipeline.admission.draining = True
         if self._server is not None:
             await self._server.stop(grace)
-        if self._gauges:
-            self._gauges.cancel()
+        if self._watchdog:
+            self._watchdog.cancel()
         self.pipeline.close()
         log.info("stopped")
 

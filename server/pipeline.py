@@ -129,6 +129,7 @@ class Pipeline:
         self._limits = config.limits.decode_limits()
         # Preprocessing is NumPy work that releases the GIL; keep it off the event loop.
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidjudge-preprocess")
+        self._bind_gauges()
 
     # -- validation (cheap, before admission) ---------------------------------------------
     def resolve(self, req: ScoreRequestData) -> tuple[ModelRunner, list[Dimension]]:
@@ -164,11 +165,7 @@ class Pipeline:
         nbytes = len(req.data) if req.data is not None else 0
         t0 = time.perf_counter()
         with self.admission.slot(nbytes):
-            self.metrics.in_flight.set(self.admission.in_flight)
-            try:
-                result = await self._score(runner, dims, req, t0)
-            finally:
-                self.metrics.in_flight.set(self.admission.in_flight - 1)
+            result = await self._score(runner, dims, req, t0)
         self.metrics.videos.labels(result.model).inc()
         return result
 
@@ -232,13 +229,14 @@ class Pipeline:
         self.metrics.request_seconds.observe(timings.total_s)
         return ScoreResult(bundle.name, scores, timings, decoded.info)
 
-    def update_gauges(self) -> None:
-        m = self.metrics
-        m.queue_depth.labels("decode").set(getattr(self.decode_pool, "pending", 0))
-        m.decoder_restarts.set(getattr(self.decode_pool, "restarts", 0))
-        for r in self.runners.values():
-            m.queue_depth.labels("encode").set(r.encode_worker.depth())
-            m.queue_depth.labels("llm").set(r.score_worker.depth())
+    def _bind_gauges(self) -> None:
+        """Gauges read the live values when scraped: exact, and nothing to keep in sync by hand."""
+        m, runners = self.metrics, list(self.runners.values())
+        m.in_flight.set_function(lambda: self.admission.in_flight)
+        m.decoder_restarts.set_function(lambda: getattr(self.decode_pool, "restarts", 0))
+        m.queue_depth.labels("decode").set_function(lambda: getattr(self.decode_pool, "pending", 0))
+        m.queue_depth.labels("encode").set_function(lambda: sum(r.encode_worker.depth() for r in runners))
+        m.queue_depth.labels("llm").set_function(lambda: sum(r.score_worker.depth() for r in runners))
 
     def close(self) -> None:
         for r in self.runners.values():

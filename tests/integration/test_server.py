@@ -190,6 +190,9 @@ def test_metrics_endpoint_serves_prometheus_text(tiny_bundle, video_dir):
     assert 'vidjudge_requests_total{code="OK",method="Score"} 1.0' in body
     assert 'vidjudge_stage_seconds_count{stage="decode"} 1.0' in body
     assert "vidjudge_videos_scored_total" in body
+    assert "vidjudge_in_flight 0.0" in body  # read live at scrape time: the request is done
+    for stage in ("decode", "encode", "llm"):
+        assert f'vidjudge_queue_depth{{stage="{stage}"}} 0.0' in body
 
 
 def test_drain_finishes_in_flight_work_then_refuses(tiny_bundle, video_dir):
