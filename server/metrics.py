@@ -31,6 +31,15 @@ class Metrics:
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("vidjudge_queue_depth", "Items waiting in each stage's queue", ["stage"], registry=r)
         self.in_flight = Gauge("vidjudge_in_flight", "Requests admitted and not yet answered", registry=r)
+        # The LLM engine's own counters (vLLM), read at scrape time; absent for the transformers scorer.
+        self.engine = {
+            key: Gauge(f"vidjudge_llm_engine_{key}", doc, ["model"], registry=r) for key, doc in (
+                ("prefix_cache_queries", "Prompt tokens looked up in the engine's prefix cache (since start)"),
+                ("prefix_cache_hits", "Prompt tokens found in the engine's prefix cache (since start)"),
+                ("running", "Requests the engine's scheduler is running"),
+                ("waiting", "Requests waiting in the engine's scheduler"),
+            )
+        }
         self.decoder_restarts = Gauge("vidjudge_decoder_restarts", "Decode workers replaced after a crash or timeout",
                                       registry=r)
 

@@ -237,6 +237,11 @@ class Pipeline:
         m.queue_depth.labels("decode").set_function(lambda: getattr(self.decode_pool, "pending", 0))
         m.queue_depth.labels("encode").set_function(lambda: sum(r.encode_worker.depth() for r in runners))
         m.queue_depth.labels("llm").set_function(lambda: sum(r.score_worker.depth() for r in runners))
+        for name, r in self.runners.items():
+            stats = getattr(r.scorer, "stats", None)  # vLLM's EngineStats
+            for key, gauge in m.engine.items():
+                if stats is not None:
+                    gauge.labels(name).set_function(lambda stats=stats, key=key: getattr(stats, key))
 
     def close(self) -> None:
         for r in self.runners.values():

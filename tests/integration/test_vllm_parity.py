@@ -225,6 +225,12 @@ def test_prefix_cache_hits(servers, tiny_bundle):
     assert h_same == (n - 1) * per_repeat > 0
     assert h_diff == (n - 1) * (prefix_len // BLOCK * BLOCK)
     assert h_long == (n - 1) * 3 * BLOCK
+    # The same counters reach Prometheus through the server's registry.
+    reg = vllm.server.pipeline.metrics.registry
+    model = {"model": bundle.name}
+    assert reg.get_sample_value("vidjudge_llm_engine_prefix_cache_hits", model) == s.prefix_cache_hits
+    assert reg.get_sample_value("vidjudge_llm_engine_prefix_cache_queries", model) == s.prefix_cache_queries
+    assert reg.get_sample_value("vidjudge_llm_engine_prefix_cache_hits", model) >= h_same + h_long
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="checks the fallback used when vllm is not installed")
