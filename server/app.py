@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import threading
@@ -41,8 +42,6 @@ def create_encoder_for(bundle: Bundle, config: Config):
 def derived_max_model_len(bundle: Bundle, config: Config) -> int:
     """Longest prompt a request can make: visual tokens + the longest template + the user prompt + margin,
     capped at the model's max_position_embeddings."""
-    import json
-
     template = max(len(ids.prefix) + len(ids.suffix)
                    for ids in (bundle.prompt_ids(d, "") for d in bundle.dimensions.values()))
     want = bundle.manifest.vision.num_tokens + template + config.limits.max_prompt_chars + 64
@@ -52,10 +51,7 @@ def derived_max_model_len(bundle: Bundle, config: Config) -> int:
 
 
 def create_scorer_for(bundle: Bundle, config: Config):
-    from vidjudge.server.scorer import torchvision_compat
-
-    # A vLLM install brings a torchvision that transformers' Qwen2.5-VL cannot import as is.
-    torchvision_compat.install()
+    # (The torchvision hook vLLM installs need is in place: vidjudge.server installs it at import.)
     m, sc = bundle.manifest, config.scorer
     if sc.backend in ("auto", "vllm"):
         try:

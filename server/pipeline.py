@@ -72,8 +72,9 @@ class ModelRunner:
             self._encode_batch, metrics.batch_observer("encode"))
         # Each request may fan out to every dimension of the bundle.
         sc_cap = max(cap * max(1, len(bundle.dimensions)), sc.max_batch)
-        if hasattr(scorer, "score_async"):
-            # The engine (vLLM) batches continuously across requests itself: no batcher of ours.
+        # An engine that batches continuously across requests (vLLM) is awaited directly: no batcher of ours.
+        self.continuous = hasattr(scorer, "score_async")
+        if self.continuous:
             # The stand-in reports the engine's unfinished requests as the llm queue depth.
             self.score_worker = scorer.engine_queue()
         else:
@@ -198,7 +199,7 @@ class Pipeline:
         t = time.perf_counter()
         bundle = runner.bundle
         jobs = [ScoreJob(bundle.prompt_ids(d, req.prompt), encoded, d.level_token_ids) for d in dims]
-        if hasattr(runner.scorer, "score_async"):
+        if runner.continuous:
             # The engine batches across requests itself. On timeout or cancellation wait_for cancels
             # the scoring tasks, and each cancelled task aborts its request in the engine.
             timeout, rid = _remaining(req.deadline), f"vj-{uuid.uuid4().hex}"
