@@ -128,3 +128,16 @@ def test_demo_scores_the_sample_videos(tmp_path):
     assert len(lines) == 4 and all("scores" in x for x in lines)
     assert "scored 4/4 videos" in r.stderr
     assert (tmp_path / "bundles" / "tiny" / "manifest.json").is_file()
+
+
+def test_export_trt_without_tensorrt_says_so_and_leaves_the_bundle_alone(tiny_bundle):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed: the engine build itself is for a GPU test")
+    manifest = (tiny_bundle / "manifest.json").read_bytes()
+    r = run("export", "trt", tiny_bundle)
+    assert r.returncode == 2
+    assert "tensorrt is not installed" in r.stderr
+    assert (tiny_bundle / "manifest.json").read_bytes() == manifest
+    assert not (tiny_bundle / "encoder" / "vision.plan").exists()
