@@ -34,8 +34,9 @@ def create_encoder_for(bundle: Bundle, config: Config):
     from vidjudge.server.encoder.select import select_encoder
 
     v = bundle.manifest.vision
-    sel = select_encoder(config.encoder.backend, onnx_path=bundle.encoder_path, checkpoint_dir=bundle.llm_path,
-                         grid_thw=tuple(v.grid_thw), threads=auto_threads(config.encoder.threads), tensorrt_record=v.tensorrt)
+    sel = select_encoder(config.encoder.backend, bundle_root=bundle.root, onnx_path=bundle.encoder_path,
+                         checkpoint_dir=bundle.llm_path, grid_thw=tuple(v.grid_thw),
+                         threads=auto_threads(config.encoder.threads), tensorrt_record=v.tensorrt)
     return sel.encoder
 
 

@@ -38,11 +38,13 @@ class Selection:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (backend, reason) tried before
 
 
-def _build(name: str, *, onnx_path: Path, checkpoint_dir: Path, grid_thw, threads, tensorrt_record) -> VisualEncoder:
+def _build(name: str, *, bundle_root: Path, onnx_path: Path, checkpoint_dir: Path, grid_thw, threads,
+           tensorrt_record) -> VisualEncoder:
     if name == "tensorrt":
         from vidjudge.server.encoder.tensorrt_backend import load_tensorrt_encoder
 
-        return load_tensorrt_encoder(tensorrt_record, onnx_path.parent.parent)
+        return load_tensorrt_encoder(tensorrt_record, bundle_root)
+    providers = None
     if name == "onnxruntime-cuda":
         try:
             import onnxruntime as ort
@@ -51,27 +53,25 @@ def _build(name: str, *, onnx_path: Path, checkpoint_dir: Path, grid_thw, thread
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise BackendUnavailable("this onnxruntime has no CUDAExecutionProvider (install the gpu extra: "
                                      "onnxruntime-gpu instead of onnxruntime)")
-        from vidjudge.server.encoder.onnxruntime_backend import OnnxRuntimeVisualEncoder
-
-        return OnnxRuntimeVisualEncoder(onnx_path, providers=["cuda"], threads=threads)
+        name, providers = "onnxruntime", ["cuda"]
     from vidjudge.server.encoder import create_encoder
 
     try:
         return create_encoder(name, onnx_path=onnx_path, checkpoint_dir=checkpoint_dir, grid_thw=grid_thw,
-                              threads=threads)
+                              threads=threads, providers=providers)
     except ImportError as e:
         raise BackendUnavailable(f"{e.name or e} is not installed") from None
 
 
-def select_encoder(preferred: str, *, onnx_path: Path, checkpoint_dir: Path, grid_thw, threads: int | None = None,
-                   tensorrt_record=None) -> Selection:
+def select_encoder(preferred: str, *, bundle_root: Path, onnx_path: Path, checkpoint_dir: Path, grid_thw,
+                   threads: int | None = None, tensorrt_record=None) -> Selection:
     if preferred not in CHAINS:
         raise ValueError(f"unknown encoder backend {preferred!r}; choose one of {', '.join(CHAINS)}")
     chain = CHAINS[preferred]
     skipped: list[tuple[str, str]] = []
     for i, name in enumerate(chain):
         try:
-            enc = _build(name, onnx_path=onnx_path, checkpoint_dir=checkpoint_dir, grid_thw=grid_thw,
+            enc = _build(name, bundle_root=bundle_root, onnx_path=onnx_path, checkpoint_dir=checkpoint_dir, grid_thw=grid_thw,
                          threads=threads, tensorrt_record=tensorrt_record)
         except BackendUnavailable as e:
             skipped.append((name, str(e)))

@@ -12,7 +12,8 @@ from vidjudge.server.encoder.select import select_encoder
 def select(bundle, backend, **kw):
     b = load_bundle(bundle)
     v = b.manifest.vision
-    return select_encoder(backend, onnx_path=b.encoder_path, checkpoint_dir=b.llm_path, grid_thw=tuple(v.grid_thw),
+    return select_encoder(backend, bundle_root=b.root, onnx_path=b.encoder_path, checkpoint_dir=b.llm_path,
+                          grid_thw=tuple(v.grid_thw),
                           **kw)
 
 
