@@ -103,17 +103,19 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
-async def _wait(fut: Future, deadline: float | None, stage: str):
-    """Await a stage's future within the deadline; on timeout or cancellation cancel the work."""
-    wrapped = asyncio.wrap_future(fut)
+async def _wait(work, deadline: float | None, stage: str):
+    """Await a stage's work (a concurrent Future or an awaitable) within the deadline; on timeout or
+    cancellation the work is cancelled too (a cancelled vLLM scoring task aborts its engine request)."""
+    aw = asyncio.wrap_future(work) if isinstance(work, Future) else asyncio.ensure_future(work)
     try:
-        return await asyncio.wait_for(wrapped, timeout=_remaining(deadline))
+        return await asyncio.wait_for(aw, timeout=_remaining(deadline))
     except asyncio.TimeoutError:
-        fut.cancel()
         raise DeadlineExceeded(f"the deadline passed during the {stage} stage") from None
-    except asyncio.CancelledError:
-        fut.cancel()
-        raise
+    finally:
+        # Expired before waiting, timed out or cancelled: cancel the work (a wrapped concurrent
+        # Future passes the cancel on, freeing its queued item). No-op once it finished.
+        if not aw.done():
+            aw.cancel()
 
 
 class Pipeline:
@@ -200,14 +202,10 @@ class Pipeline:
         bundle = runner.bundle
         jobs = [ScoreJob(bundle.prompt_ids(d, req.prompt), encoded, d.level_token_ids) for d in dims]
         if runner.continuous:
-            # The engine batches across requests itself. On timeout or cancellation wait_for cancels
-            # the scoring tasks, and each cancelled task aborts its request in the engine.
-            timeout, rid = _remaining(req.deadline), f"vj-{uuid.uuid4().hex}"
-            try:
-                logprobs = await asyncio.wait_for(asyncio.gather(
-                    *(runner.scorer.score_async(j, f"{rid}-{d.name}") for j, d in zip(jobs, dims))), timeout)
-            except asyncio.TimeoutError:
-                raise DeadlineExceeded("the deadline passed during the llm stage") from None
+            # The engine batches across requests itself.
+            rid = f"vj-{uuid.uuid4().hex}"
+            logprobs = await _wait(asyncio.gather(
+                *(runner.scorer.score_async(j, f"{rid}-{d.name}") for j, d in zip(jobs, dims))), req.deadline, "llm")
         else:
             futs = [runner.score_worker.submit(j, req.deadline) for j in jobs]
             try:
