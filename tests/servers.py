@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Scores of the same video may differ by float summation order when the batch around it differs
+# (~1e-6 measured; rounding to 6 decimals flipped on some CPUs). Comparisons of served scores use this.
+BATCH_TOL = 1e-5
+
 
 def make_config(bundle: Path, allowed: Path, **overrides):
     from vidjudge.server.config import load_config

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from servers import make_config
+from servers import BATCH_TOL, make_config
 from videos import misbehaving_decode
 from vidjudge.client import NO_RETRY, AsyncJudgeClient, JudgeClient
 from vidjudge.errors import InvalidVideo
@@ -53,4 +53,4 @@ def test_crashing_and_hanging_decoders_fail_only_their_request(crashy_server):
     assert pool.restarts >= 4
     with JudgeClient(server.address) as c:
         assert c.score(str(d / "ok0.mp4"), server_path=True).scores["visual_quality"].score == pytest.approx(
-            out["ok0.mp4"].scores["visual_quality"].score, abs=1e-9)
+            out["ok0.mp4"].scores["visual_quality"].score, abs=BATCH_TOL)

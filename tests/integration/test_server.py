@@ -17,7 +17,7 @@ from vidjudge.errors import DeadlineExceeded, InvalidRequest, InvalidVideo, Mode
 from vidjudge.export.samples import write_audio_only, write_video
 from vidjudge.server.app import ServerThread
 
-from servers import make_config
+from servers import BATCH_TOL, make_config
 
 CODECS = [("libx264", "mp4"), ("libx265", "mkv"), ("libvpx-vp9", "webm"), ("mpeg4", "mov"), ("libx264", "mkv")]
 AV1 = next((c for c in ("libsvtav1", "libaom-av1", "librav1e") if c in av.codecs_available), None)
@@ -68,7 +68,7 @@ def test_inline_and_path_give_the_same_scores_and_are_deterministic(server, vide
         b = c.score(str(v), server_path=True)
         n = c.score(video_dir / "noise.mp4")
     assert set(a.scores) == {"visual_quality"}  # no prompt: only dimensions that need none
-    assert a.scores["visual_quality"].score == pytest.approx(b.scores["visual_quality"].score, abs=1e-9)
+    assert a.scores["visual_quality"].score == pytest.approx(b.scores["visual_quality"].score, abs=BATCH_TOL)
     assert a.scores["visual_quality"].score != pytest.approx(n.scores["visual_quality"].score, abs=1e-6)
 
 
@@ -125,9 +125,10 @@ def test_many_concurrent_requests_are_all_answered_and_batched(server, video_dir
     assert len(results) == 24
     for r in results:
         check_result(r)
-    # Identical inputs give identical scores whatever batch they landed in.
-    g = {round(r.scores["visual_quality"].score, 6) for r in results[::2]}
-    assert len(g) == 1
+    # Identical inputs give the same scores whatever batch they landed in, up to float summation order
+    # (batch composition moves them by ~1e-6; rounding to 6 decimals failed on some CPUs).
+    g = [r.scores["visual_quality"].score for r in results[::2]]
+    assert max(g) - min(g) <= BATCH_TOL, g
     text = server.server.pipeline.metrics.registry
     sizes = text.get_sample_value("vidjudge_batch_size_sum", {"stage": "encode"})
     count = text.get_sample_value("vidjudge_batch_size_count", {"stage": "encode"})
