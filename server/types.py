@@ -1,28 +1,25 @@
-"""Typed objects passed between pipeline stages (decode -> preprocess -> encode -> score).
+"""Typed messages passed between pipeline stages, all in one module:
+
+    ScoreRequestData -> DecodeRequest -> DecodedVideo (named views)
+      -> PreprocessedVideo (one input per encoder) -> EncodedVideo (embedding spans)
+      -> LlmRequest (prompt parts + one LLM operation) -> LlmOutput -> DimensionScore
 
 Protobuf never crosses into the pipeline: the gRPC edge converts to and from these.
-Every stage consumes one of these and produces the next; none reaches back.
+Every stage consumes one of these and produces the next; none reaches back. What is
+model-specific (which frames, how they are resized, which encoders, how a prompt is
+laid out) is decided by the bundle's family (server/families/) and carried here as
+data, so the stages themselves never branch on a model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping, Protocol, Union, runtime_checkable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class FrameSpec:
-    """What the decode stage must deliver: `num_frames` RGB frames of `height` x `width`.
-
-    Frames are sampled one per equal segment of the video, at the segment centre
-    (LOVE's rule), and resized with bicubic interpolation (Qwen/HF's rule).
-    """
-
-    num_frames: int
-    height: int
-    width: int
+# --------------------------------------------------------------------------- the request
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,78 @@ class VideoSource:
         return len(self.data) if self.data is not None else self.path.stat().st_size  # type: ignore[union-attr]
 
 
+# --------------------------------------------------------------------------- decode: views
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What is known of a video stream before its frames are chosen (header, or a packet scan)."""
+
+    num_frames: int  # frames in presentation order; 0 when unknown
+    duration_s: float  # seconds
+    fps: float  # average frame rate; 0 when unknown
+
+
+@dataclass(frozen=True)
+class FrameTargets:
+    """The frames a view wants, in the order it wants them (repeats allowed). Exactly one of:
+
+    - `times_s`: presentation times, seconds from the stream's first frame; each takes the
+      nearest frame (ties: the earlier), so variable-frame-rate files sample what is shown then.
+    - `indices`: frame numbers in presentation order (0-based), as index-based loaders
+      (decord, InternVL/LOVE, Video-Bench) count them.
+    """
+
+    times_s: tuple[float, ...] | None = None
+    indices: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.times_s is None) == (self.indices is None):
+            raise ValueError("FrameTargets needs exactly one of times_s or indices")
+
+    def __len__(self) -> int:
+        return len(self.times_s if self.times_s is not None else self.indices)  # type: ignore[arg-type]
+
+
+@runtime_checkable
+class FrameSampler(Protocol):
+    """Which frames a view takes. Implementations are small frozen dataclasses (they travel to
+    decode worker processes by pickle), e.g. decode.sampling.SegmentCentres."""
+
+    def targets(self, facts: StreamFacts) -> FrameTargets: ...
+
+
+@runtime_checkable
+class FrameTransform(Protocol):
+    """What a view does to each chosen frame, in the decode worker (so only view-sized arrays
+    come back): upright native-size RGB uint8 (H, W, 3) -> the view's frame. `k` is the frame's
+    position in the view (transforms that differ per clip use it). E.g. decode.transforms.Resize."""
+
+    def __call__(self, rgb: np.ndarray, k: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view of a video: a sampler and a per-frame transform, under a name the family reads back."""
+
+    name: str
+    sampler: FrameSampler
+    transform: FrameTransform
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """Every view one request needs, decoded in one pass over the file (frames shared by
+    several views are decoded once)."""
+
+    views: tuple[ViewSpec, ...]
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.views]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"a decode request needs one or more uniquely named views, got {names}")
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """Facts about the decoded file, returned to the caller for debugging."""
@@ -67,27 +136,135 @@ class VideoInfo:
 
 
 @dataclass
+class FrameView:
+    """The frames of one view, in the order its targets asked for them."""
+
+    frames: np.ndarray  # (T, ...) whatever the view's transform returns, stacked; uint8 RGB for Resize
+    timestamps_s: np.ndarray  # (T,) float64, presentation time of each frame from the stream's start
+    indices: np.ndarray | None = None  # (T,) int64 presentation-order frame numbers, where known
+
+
+@dataclass
 class DecodedVideo:
-    frames: np.ndarray  # (T, H, W, 3) uint8 RGB at FrameSpec size
-    timestamps_s: np.ndarray  # (T,) float64, presentation time of each sampled frame
+    views: dict[str, FrameView]
     info: VideoInfo
     decode_s: float = 0.0  # seconds the worker spent decoding (set by the decode pool)
 
 
+# --------------------------------------------------------------------------- preprocess -> encode
+
+
 @dataclass
 class PreprocessedVideo:
-    """Patchified pixels in the vision tower's input layout."""
+    """One video's input to each of its family's encoders, plus what the prompt needs later."""
 
-    pixel_values: np.ndarray  # (num_patches, C * temporal_patch * patch * patch) float32
-    grid_thw: tuple[int, int, int]  # (t, h, w) in patches
-    second_per_grid_t: float  # seconds spanned by one temporal patch group (Qwen mRoPE time axis)
+    inputs: dict[str, np.ndarray]  # encoder name -> this video's input (fixed shape per bundle)
+    seconds_per_t: float | None = None  # seconds one temporal step of the visual grid spans (rotary time axis)
+
+
+@dataclass(frozen=True)
+class EmbeddingSpan:
+    """Visual embeddings that take the place of `len(embeds)` prompt tokens.
+
+    `embeds` is (n, hidden): a NumPy array, or a torch tensor in the language model's dtype
+    (bf16 on a GPU) when the encoder ran on the same device. `grid_thw` / `seconds_per_t`
+    describe the tokens' layout for models with multi-axis rotary positions (Qwen mRoPE);
+    None for models that number visual tokens like text.
+    """
+
+    embeds: Any
+    grid_thw: tuple[int, int, int] | None = None
+    seconds_per_t: float | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.embeds.shape[0])
 
 
 @dataclass
 class EncodedVideo:
-    embeds: np.ndarray  # (num_tokens, llm_hidden) float32, merged visual tokens
-    grid_thw: tuple[int, int, int]
-    second_per_grid_t: float
+    """Every embedding span a family's encoders produced for one video, by name."""
+
+    spans: dict[str, EmbeddingSpan]
+
+
+# --------------------------------------------------------------------------- the language model
+
+
+PromptPart = Union[tuple[int, ...], EmbeddingSpan]
+
+
+@dataclass(frozen=True)
+class LlmPrompt:
+    """A prompt as the language model sees it: runs of token ids and embedding spans, in order.
+
+    The family lays it out (template, placeholders); each LLM backend turns it into its own
+    input form through the family's adapter for that backend.
+    """
+
+    parts: tuple[PromptPart, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(p.num_tokens if isinstance(p, EmbeddingSpan) else len(p) for p in self.parts)
+
+    @property
+    def text_ids(self) -> tuple[int, ...]:
+        return tuple(i for p in self.parts if not isinstance(p, EmbeddingSpan) for i in p)
+
+
+@dataclass(frozen=True)
+class NextTokenLogprobs:
+    """Exact log-probabilities (full-vocabulary softmax) of these ids as the next token."""
+
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LastHiddenState:
+    """The final-norm hidden state of the prompt's last token."""
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Greedy (temperature 0) continuation, stopped at `max_tokens`, EOS or any `stop` string
+    (the stop string is not part of the text)."""
+
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+
+LlmOp = Union[NextTokenLogprobs, LastHiddenState, Generate]
+
+
+@dataclass(frozen=True)
+class LlmRequest:
+    prompt: LlmPrompt
+    op: LlmOp
+    adapter: str | None = None  # a LoRA adapter of the bundle, by name; None = the base model
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    values: np.ndarray  # (len(op.token_ids),) float64, in the op's order
+
+
+@dataclass(frozen=True)
+class HiddenState:
+    vector: np.ndarray  # (hidden,) float32
+
+
+@dataclass(frozen=True)
+class GeneratedText:
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str = ""  # "stop", "length", ...
+
+
+LlmOutput = Union[TokenLogprobs, HiddenState, GeneratedText]
+
+
+# --------------------------------------------------------------------------- results
 
 
 @dataclass
@@ -96,8 +273,12 @@ class DimensionScore:
     score: float
     scale_min: float
     scale_max: float
-    levels: list[str] = field(default_factory=list)
-    probabilities: list[float] = field(default_factory=list)
+    head: str = "level_token"
+    levels: list[str] = field(default_factory=list)  # level_token: level words, best first
+    probabilities: list[float] = field(default_factory=list)  # ... and their probabilities
+    answer: str = ""  # yes_no: "yes" or "no"
+    answer_probability: float = 0.0  # yes_no: probability of `answer`
+    rationale: str = ""  # generate: the model's text
 
 
 @dataclass
@@ -108,3 +289,6 @@ class StageTimings:
     encode_s: float = 0.0
     llm_s: float = 0.0
     total_s: float = 0.0
+
+
+DimensionInputs = Mapping[str, Mapping[str, str]]  # dimension -> {input name: value}, e.g. {"qa": {"question": ...}}
