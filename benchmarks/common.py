@@ -290,7 +290,7 @@ def resolve_bundle(bundle: str | os.PathLike | None) -> Path:
             raise SystemExit(f"{p} is not a vidjudge bundle (no manifest.json); build one with "
                              "`vidjudge export tiny DIR` or `vidjudge export hf CKPT DIR`")
         return p
-    from vidjudge.client.demo import ensure_tiny_bundle
+    from vidjudge.server.demo import ensure_tiny_bundle
 
     return ensure_tiny_bundle(default_home() / "bundles" / "tiny")
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import grpc
 
 from vidjudge.client.client import DEFAULT_MAX_MESSAGE_MB, channel_options
-from vidjudge.client.request import VideoInput, build_request
+from vidjudge.client.request import Inputs, VideoInput, build_request
 from vidjudge.client.retry import Attempts, RetryPolicy
 from vidjudge.client.types import ModelInfo, ScoreResult
 from vidjudge.v1 import judge_pb2 as pb
@@ -37,8 +37,10 @@ class AsyncJudgeClient:
                 await asyncio.sleep(attempts.pause_after(e))
 
     async def score(self, video: VideoInput, *, prompt: str = "", dimensions: Sequence[str] = (), model: str = "",
-                    server_path: bool = False, timeout: float | None = None) -> ScoreResult:
-        req = build_request(video, prompt=prompt, dimensions=dimensions, model=model, server_path=server_path)
+                    server_path: bool = False, inputs: Inputs | None = None, timeout: float | None = None) -> ScoreResult:
+        """`inputs`: per-dimension inputs, e.g. {"qa": {"question": "Is there a dog?"}}."""
+        req = build_request(video, prompt=prompt, dimensions=dimensions, model=model, server_path=server_path,
+                            inputs=inputs)
         return ScoreResult.from_pb(await self._call(self._stub.Score, req, timeout))
 
     async def score_request(self, req: pb.ScoreRequest, timeout: float | None = None) -> ScoreResult:

@@ -1,7 +1,7 @@
-"""The `vidjudge` command: serve, export, score, models, demo.
+"""Client-side commands of `vidjudge` (score, models) and the console helpers every command shares.
 
-Server-side commands (serve, export, demo) need the `server` extra; the
-client-side ones (score, models) work on the base install.
+These work on the base install. The whole command is assembled in `vidjudge.cli`, which adds
+the server-side commands (serve, demo: vidjudge.server.cli; export: vidjudge.export.cli).
 """
 
 from __future__ import annotations
@@ -19,22 +19,19 @@ from rich.table import Table
 
 from vidjudge.errors import VidjudgeError
 
-app = typer.Typer(help="vidjudge: judge videos with multimodal-LLM evaluators over gRPC.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-export_app = typer.Typer(help="Build bundles (the directory a server loads a judge from).", no_args_is_help=True)
-app.add_typer(export_app, name="export")
+app = typer.Typer(add_completion=False)
 out = Console()
 err = Console(stderr=True)
 DEFAULT_HOME = Path.home() / ".cache" / "vidjudge"
 
 
-def _need_server_extra(e: ImportError) -> None:
+def need_server_extra(e: ImportError) -> None:
     err.print(f"[red]this command needs the server extra[/red] ({e.name or e}): "
               "pip install torch==2.13.0 && pip install 'vidjudge[server]'")
     raise typer.Exit(2)
 
 
-def _logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Library chatter (weight-loading progress bars, exporter notes) is not ours to print.
     for noisy in ("torch.onnx", "onnxscript", "transformers"):
@@ -48,117 +45,19 @@ def _logging(level: str = "INFO") -> None:
         pass
 
 
-@app.command()
-def serve(
-    bundles: List[Path] = typer.Argument(None, help="Bundle directories (the first is the default model). "
-                                                     "Adds to server.bundles from the config."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file (see --help-config)."),
-    host: Optional[str] = typer.Option(None, help="Listen address (server.host)."),
-    port: Optional[int] = typer.Option(None, help="gRPC port (server.port); 0 picks a free one."),
-    metrics_port: Optional[int] = typer.Option(None, help="Prometheus port (server.metrics_port); 0 = off."),
-    allow_dir: List[Path] = typer.Option(None, "--allow-dir", help="Directory requests may name video paths in "
-                                                                    "(limits.allowed_dirs); repeatable."),
-    set_: List[str] = typer.Option(None, "--set", help="Override any field: --set decode.workers=4 (repeatable)."),
-    help_config: bool = typer.Option(False, "--help-config", help="Print every config field with its default."),
-):
-    """Serve bundles over gRPC (health, reflection, Prometheus metrics; SIGTERM drains)."""
-    try:
-        from vidjudge.server.app import run_forever
-        from vidjudge.server.config import ConfigError, describe, load_config
-    except ImportError as e:
-        _need_server_extra(e)
-    if help_config:
-        out.print(describe(), markup=False, highlight=False)
-        return
-    overrides = list(set_ or [])
-    try:
-        cfg = load_config(config, overrides=overrides)
-    except ConfigError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    if bundles:
-        cfg.server.bundles = [*cfg.server.bundles, *bundles]
-    for name, value in (("host", host), ("port", port), ("metrics_port", metrics_port)):
-        if value is not None:
-            setattr(cfg.server, name, value)
-    if allow_dir:
-        cfg.limits.allowed_dirs = [*cfg.limits.allowed_dirs, *allow_dir]
-    _logging(cfg.server.log_level)
-    try:
-        run_forever(cfg)
-    except (ValueError, OSError) as e:
-        err.print(f"[red]cannot serve: {e}[/red]")
-        raise typer.Exit(2)
+def _cell(s) -> str:
+    """One dimension's table cell: the score and what backs it (top level, yes/no answer), or its error."""
+    if s is None:
+        return "-"
+    if s.error is not None:
+        return f"[red]{s.error.reason}[/red]"
+    if s.answer:
+        return f"{s.answer} ({s.answer_probability:.2f})"
+    top = max(s.levels, key=s.levels.get) if s.levels else ""
+    return f"{s.score:.3f} {top}".rstrip()
 
 
-@export_app.command("tiny")
-def export_tiny_cmd(out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
-                    seed: int = typer.Option(0, help="Weight seed (same seed, same bytes)."),
-                    overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
-    """A tiny random-weight Qwen2.5-VL bundle, built offline in seconds (for demos and tests)."""
-    try:
-        from vidjudge.export.hf import ExportError, export_tiny
-    except ImportError as e:
-        _need_server_extra(e)
-    _logging("WARNING")
-    t = time.perf_counter()
-    try:
-        path = export_tiny(out_dir, seed=seed, overwrite=overwrite)
-    except ExportError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    out.print(f"tiny bundle written to {path} in {time.perf_counter() - t:.1f}s")
-
-
-@export_app.command("hf")
-def export_hf_cmd(checkpoint: Path = typer.Argument(..., help="Local Hugging Face Qwen2.5-VL checkpoint directory."),
-                  out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
-                  frames: int = typer.Option(8, help="Frames sampled per video (one per equal segment)."),
-                  height: int = typer.Option(448, help="Frame height after resize (multiple of 28)."),
-                  width: int = typer.Option(448, help="Frame width after resize (multiple of 28)."),
-                  name: Optional[str] = typer.Option(None, help="Model name (default: checkpoint folder name)."),
-                  overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
-    """Convert a local Hugging Face checkpoint into a bundle (no network)."""
-    try:
-        from vidjudge.export.hf import ExportError, export_hf
-    except ImportError as e:
-        _need_server_extra(e)
-    _logging("WARNING")
-    try:
-        path = export_hf(checkpoint, out_dir, num_frames=frames, height=height, width=width, name=name,
-                         overwrite=overwrite)
-    except ExportError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    out.print(f"bundle written to {path}")
-
-
-@export_app.command("trt")
-def export_trt_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (its encoder/vision.onnx is compiled)."),
-                   max_batch: int = typer.Option(32, help="Largest batch of videos the engine accepts."),
-                   opt_batch: int = typer.Option(8, help="Batch size TensorRT tunes for."),
-                   fp32: bool = typer.Option(False, help="Build in FP32 instead of FP16 (norms/softmax stay FP32)."),
-                   workspace_gb: int = typer.Option(8, help="Builder workspace (GiB).")):
-    """Build a TensorRT engine for this GPU from the bundle's ONNX encoder (needs a GPU and the gpu extra)."""
-    try:
-        from vidjudge.export.trt import build_tensorrt_engine
-    except ImportError as e:
-        _need_server_extra(e)
-    _logging("INFO")
-    try:
-        record = build_tensorrt_engine(bundle, max_batch=max_batch, opt_batch=opt_batch, fp16=not fp32,
-                                       workspace_gb=workspace_gb)
-    except ImportError:
-        err.print("[red]tensorrt is not installed: this command runs on a GPU machine with the gpu extra[/red]")
-        raise typer.Exit(2)
-    except Exception as e:  # noqa: BLE001 - builder errors are reported, not traced
-        err.print(f"[red]TensorRT build failed: {e}[/red]")
-        raise typer.Exit(1)
-    out.print(f"engine {record['engine']} built for {record['gpu_name']} (sm_{record['compute_capability']}), "
-              f"TensorRT {record['tensorrt_version']}, batch 1..{record['max_batch']}")
-
-
-def _print_results(rows: list[tuple[str, object]], as_json: bool) -> int:
+def print_results(rows: list[tuple[str, object]], as_json: bool) -> int:
     """rows: (name, ScoreResult | VidjudgeError). Returns the number of failures."""
     failures = 0
     if as_json:
@@ -184,11 +83,7 @@ def _print_results(rows: list[tuple[str, object]], as_json: bool) -> int:
             failures += 1
             table.add_row(name, *[""] * (len(dims) + 1), f"[red]{r.code.name} ({r.reason}): {r.message}[/red]")
             continue
-        cells = []
-        for d in dims:
-            s = r.scores.get(d)
-            top = max(s.levels, key=s.levels.get) if s and s.levels else ""
-            cells.append(f"{s.score:.3f} {top}" if s else "-")
+        cells = [_cell(r.scores.get(d)) for d in dims]
         table.add_row(name, *cells, f"{r.timings['total_s'] * 1000:.0f}", *([""] if any_failed else []))
     out.print(table)
     return failures
@@ -201,6 +96,9 @@ def score(files: List[Path] = typer.Argument(..., help="Video files to score."),
           dimension: List[str] = typer.Option(None, "--dimension", "-d",
                                               help="Dimension to score (repeatable); default: all that apply."),
           model: str = typer.Option("", help="Model name; default: the server's default."),
+          input_: List[str] = typer.Option(None, "--input", "-i", metavar="DIMENSION.FIELD=VALUE",
+                                           help="Per-dimension input, e.g. -i qa.question='Is there a dog?' "
+                                                "(repeatable; `vidjudge models` lists what each dimension takes)."),
           server_path: bool = typer.Option(False, help="Send paths for the server to read (inside its "
                                                         "allowed dirs) instead of the bytes."),
           concurrency: int = typer.Option(8, help="Requests in flight at once (one ScoreStream)."),
@@ -209,12 +107,20 @@ def score(files: List[Path] = typer.Argument(..., help="Video files to score."),
     """Score video files on a running server. Exits 1 if any file failed (each failure is named)."""
     from vidjudge.client import JudgeClient, build_request
 
+    inputs: dict[str, dict[str, str]] = {}
+    for item in input_ or []:
+        key, sep, value = item.partition("=")
+        dim, dot, field = key.rpartition(".")
+        if not (sep and dot and dim and field):
+            err.print(f"[red]--input expects DIMENSION.FIELD=VALUE, got {item!r}[/red]")
+            raise typer.Exit(2)
+        inputs.setdefault(dim, {})[field] = value
     rows: dict[str, object] = {}
     reqs = []
     for i, f in enumerate(files):
         try:
             reqs.append((str(i), build_request(f, prompt=prompt, dimensions=dimension or (), model=model,
-                                               server_path=server_path)))
+                                               server_path=server_path, inputs=inputs)))
         except OSError as e:
             rows[str(i)] = VidjudgeError(f"cannot read {f}: {e.strerror}", reason="file_not_found")
     show_progress = not as_json and out.is_terminal and len(reqs) > 1
@@ -233,7 +139,7 @@ def score(files: List[Path] = typer.Argument(..., help="Video files to score."),
     except VidjudgeError as e:
         err.print(f"[red]cannot score on {server}: {e}[/red]")
         raise typer.Exit(2)
-    failures = _print_results([(str(files[int(k)]), rows[k]) for k in sorted(rows, key=int)], as_json)
+    failures = print_results([(str(files[int(k)]), rows[k]) for k in sorted(rows, key=int)], as_json)
     if failures:
         err.print(f"{failures} of {len(files)} file(s) failed")
         raise typer.Exit(1)
@@ -257,30 +163,15 @@ def models(server: str = typer.Option("127.0.0.1:50051", "--server", "-s", help=
         print(json.dumps([asdict(m) for m in ms], indent=2))
         return
     for m in ms:
-        out.print(f"[bold]{m.name}[/bold]{' (default)' if m.is_default else ''}: {m.family}, {m.num_frames} frames "
-                  f"of {m.width}x{m.height}, encoder {m.encoder_backend}, scorer {m.scorer_backend}")
+        views = "; ".join(f"{v.name}: {v.num_frames} frames" + (f" of {v.width}x{v.height}" if v.width else "")
+                          + f" ({v.strategy})" for v in m.views)
+        encoders = ", ".join(f"{n}: {b}" for n, b in m.encoder_backends.items()) or m.encoder_backend
+        out.print(f"[bold]{m.name}[/bold]{' (default)' if m.is_default else ''}: {m.family}; views {views}; "
+                  f"encoders {encoders}; LLM {m.scorer_backend}"
+                  + (f"; adapters {', '.join(m.adapters)}" if m.adapters else ""))
         for d in m.dimensions:
-            out.print(f"  {d.name} [{d.scale_min:g}-{d.scale_max:g}] levels {'/'.join(d.levels)}"
-                      f"{' (needs prompt)' if d.requires_prompt else ''}: {d.description}")
-
-
-@app.command()
-def demo(home: Path = typer.Option(DEFAULT_HOME / "demo", help="Where the tiny bundle and sample videos go."),
-         as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table.")):
-    """Build the tiny bundle (if missing), make sample videos, serve on a free loopback port, score, stop."""
-    try:
-        from vidjudge.client.demo import run_demo
-    except ImportError as e:
-        _need_server_extra(e)
-    _logging("WARNING")
-    failures = run_demo(home, print_rows=lambda rows: _print_results(rows, as_json), console=err)
-    if failures:
-        raise typer.Exit(1)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+            needs = (["prompt"] if d.requires_prompt else []) + [f"input {d.name}.{i}" for i in d.inputs]
+            out.print(f"  {d.name} [{d.scale_min:g}-{d.scale_max:g}] {d.head}"
+                      + (f" {'/'.join(d.levels)}" if d.levels else "")
+                      + (f" adapter {d.adapter}" if d.adapter else "")
+                      + (f" (needs {', '.join(needs)})" if needs else "") + f": {d.description}")

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from vidjudge.client.request import VideoInput, build_request, error_from_rpc
+from vidjudge.client.request import Inputs, VideoInput, build_request, error_from_rpc
 from vidjudge.client.retry import Attempts, RetryPolicy
 from vidjudge.client.types import ModelInfo, ScoreResult, StreamResult
 from vidjudge.errors import Unavailable
@@ -52,8 +52,10 @@ class JudgeClient:
                 time.sleep(attempts.pause_after(e))
 
     def score(self, video: VideoInput, *, prompt: str = "", dimensions: Sequence[str] = (), model: str = "",
-              server_path: bool = False, timeout: float | None = None) -> ScoreResult:
-        req = build_request(video, prompt=prompt, dimensions=dimensions, model=model, server_path=server_path)
+              server_path: bool = False, inputs: Inputs | None = None, timeout: float | None = None) -> ScoreResult:
+        """`inputs`: per-dimension inputs, e.g. {"qa": {"question": "Is there a dog?"}}."""
+        req = build_request(video, prompt=prompt, dimensions=dimensions, model=model, server_path=server_path,
+                            inputs=inputs)
         return ScoreResult.from_pb(self._call(self._stub.Score, req, timeout))
 
     def score_stream(self, requests: Iterable[tuple[str, pb.ScoreRequest]], *, window: int = 32,

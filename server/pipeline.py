@@ -1,11 +1,14 @@
-"""The scoring pipeline: admission -> decode -> preprocess -> encode -> score -> result.
+"""The scoring pipeline: admission -> decode -> preprocess -> encode -> LLM -> heads -> result.
 
 Stages are plain synchronous objects (decode pool, batchers, backends); this
 module strings them together with asyncio at the top so one event loop can hold
-thousands of requests while the work runs in processes and threads. A request
-for several dimensions decodes and encodes once, then fans out to the scorer.
+thousands of requests while the work runs in processes and threads. What is
+model-specific comes from the bundle's family (views, preprocessing, encoders,
+prompt layout) and each dimension's head (which LLM operation, how to read it);
+nothing here branches on a model or a head. A request for several dimensions
+decodes and encodes once, then fans out to the language model.
 Deadlines travel with every item: expired work is dropped before decode and
-before each backend; a cancelled call cancels its pending futures.
+before each backend; a cancelled call cancels its pending work.
 """
 
 from __future__ import annotations
@@ -15,22 +18,20 @@ import logging
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
-from vidjudge.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
+from vidjudge.errors import DeadlineExceeded, InvalidRequest, JudgeOutputError, ModelNotFound
 from vidjudge.server.admission import Admission
 from vidjudge.server.batching import Batcher, BatchWorker
 from vidjudge.server.bundle import Bundle
 from vidjudge.server.config import Config
-from vidjudge.server.dimensions import Dimension
 from vidjudge.server.media import video_source
 from vidjudge.server.metrics import Metrics
-from vidjudge.server.preprocess import PatchSpec, preprocess
-from vidjudge.server.scorer.base import ScoreJob
-from vidjudge.server.types import DimensionScore, EncodedVideo, PreprocessedVideo, StageTimings, VideoInfo
+from vidjudge.server.types import DimensionScore, EncodedVideo, LlmRequest, StageTimings, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ScoreRequestData:
     prompt: str = ""
     dimensions: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() seconds
+    inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # dimension -> {"question": ...}
 
 
 @dataclass
@@ -55,43 +57,45 @@ class ScoreResult:
     video: VideoInfo
 
 
+def _as_dtype(x: Any, dtype) -> Any:
+    """Embeddings in the language model's dtype: NumPy stays NumPy in float32; anything else is a tensor."""
+    import torch
+
+    if isinstance(x, np.ndarray):
+        if dtype == torch.float32:
+            return x
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    return x.to(dtype)
+
+
 class ModelRunner:
-    """One loaded bundle: its encoder and scorer, each behind a batching thread."""
+    """One loaded bundle: a batching encoder per family encoder, and the LLM backend."""
 
-    def __init__(self, bundle: Bundle, encoder, scorer, config: Config, metrics: Metrics):
+    def __init__(self, bundle: Bundle, encoders: dict, llm, config: Config, metrics: Metrics):
         self.bundle = bundle
-        self.encoder = encoder
-        self.scorer = scorer
-        p = bundle.manifest.preprocess
-        self.patch_spec = PatchSpec(patch_size=p.patch_size, temporal_patch_size=p.temporal_patch_size,
-                                    merge_size=p.merge_size, mean=tuple(p.mean), std=tuple(p.std))
+        self.family = bundle.family
+        self.encoders = encoders  # name -> VisualEncoder
+        self.llm = llm
+        self.decode_request = self.family.decode_request()
         cap = config.admission.max_in_flight
-        enc, sc = config.encoder, config.scorer
-        self.encode_worker = BatchWorker(
-            Batcher(enc.max_batch, enc.max_wait_ms / 1000, capacity=max(cap, enc.max_batch), name="encode"),
-            self._encode_batch, metrics.batch_observer("encode"))
-        # Each request may fan out to every dimension of the bundle.
-        sc_cap = max(cap * max(1, len(bundle.dimensions)), sc.max_batch)
-        # An engine that batches continuously across requests (vLLM) is awaited directly: no batcher of ours.
-        self.continuous = hasattr(scorer, "score_async")
-        if self.continuous:
-            # The stand-in reports the engine's unfinished requests as the llm queue depth.
-            self.score_worker = scorer.engine_queue()
-        else:
-            self.score_worker = BatchWorker(
-                Batcher(sc.max_batch, sc.max_wait_ms / 1000, capacity=sc_cap, name="llm"),
-                self.scorer.score, metrics.batch_observer("llm"))
+        enc = config.encoder
+        self.encode_workers = {
+            name: BatchWorker(Batcher(enc.max_batch, enc.max_wait_ms / 1000, capacity=max(cap, enc.max_batch),
+                                      name=f"encode-{name}" if len(encoders) > 1 else "encode"),
+                              lambda items, e=e: self._encode_batch(e, items), metrics.batch_observer("encode"))
+            for name, e in encoders.items()
+        }
 
-    def _encode_batch(self, items: list[PreprocessedVideo]) -> list[EncodedVideo]:
-        pixels = np.stack([it.pixel_values for it in items])
-        embeds = self.encoder.encode(pixels)
-        return [EncodedVideo(embeds[i], it.grid_thw, it.second_per_grid_t) for i, it in enumerate(items)]
+    def _encode_batch(self, encoder, items: list[np.ndarray]) -> list[Any]:
+        out = encoder.encode(np.stack(items))
+        return [_as_dtype(out[i], self.llm.dtype) for i in range(len(items))]
 
     def close(self) -> None:
-        self.encode_worker.close()
-        self.score_worker.close()
-        self.encoder.close()
-        self.scorer.close()
+        for w in self.encode_workers.values():
+            w.close()
+        for e in self.encoders.values():
+            e.close()
+        self.llm.close()
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -135,31 +139,49 @@ class Pipeline:
         self._bind_gauges()
 
     # -- validation (cheap, before admission) ---------------------------------------------
-    def resolve(self, req: ScoreRequestData) -> tuple[ModelRunner, list[Dimension]]:
+    def resolve(self, req: ScoreRequestData) -> tuple[ModelRunner, list]:
         name = req.model or self.default_model
         runner = self.runners.get(name)
         if runner is None:
             raise ModelNotFound(f"no model named '{name}' (loaded: {', '.join(self.runners)})")
+        limit = self.config.limits.max_prompt_chars
+        if len(req.prompt) > limit:
+            raise InvalidRequest(f"prompt is {len(req.prompt)} characters, over the server's "
+                                 f"{limit}-character limit", reason="prompt_too_long")
         dims = runner.bundle.dimensions
+        unknown = [d for d in (*req.dimensions, *req.inputs) if d not in dims]
+        if unknown:
+            raise InvalidRequest(f"unknown dimension(s) {', '.join(dict.fromkeys(unknown))} for model '{name}' "
+                                 f"(available: {', '.join(dims)})", reason="unknown_dimension")
+        for d, values in req.inputs.items():
+            for key, value in values.items():
+                if key not in dims[d].inputs:
+                    raise InvalidRequest(f"dimension {d} takes no input '{key}' (it takes: "
+                                         f"{', '.join(dims[d].inputs) or 'none'})", reason="unexpected_input")
+                if len(value) > limit:
+                    raise InvalidRequest(f"input {d}.{key} is {len(value)} characters, over the server's "
+                                         f"{limit}-character limit", reason="prompt_too_long")
+
+        def missing(d) -> list[str]:
+            need = (["prompt"] if d.requires_prompt and not req.prompt else [])
+            return need + [i for i in d.inputs if not req.inputs.get(d.name, {}).get(i)]
+
         if req.dimensions:
-            unknown = [d for d in req.dimensions if d not in dims]
-            if unknown:
-                raise InvalidRequest(f"unknown dimension(s) {', '.join(unknown)} for model '{name}' "
-                                     f"(available: {', '.join(dims)})", reason="unknown_dimension")
             chosen = [dims[d] for d in dict.fromkeys(req.dimensions)]
-            missing = [d.name for d in chosen if d.requires_prompt and not req.prompt]
-            if missing:
-                raise InvalidRequest(f"dimension(s) {', '.join(missing)} need the generation prompt "
-                                     "(set ScoreRequest.prompt)", reason="missing_prompt")
+            lacking = {d.name: missing(d) for d in chosen if missing(d)}
+            if lacking:
+                if all(m == ["prompt"] for m in lacking.values()):
+                    raise InvalidRequest(f"dimension(s) {', '.join(lacking)} need the generation prompt "
+                                         "(set ScoreRequest.prompt)", reason="missing_prompt")
+                what = "; ".join(f"{n}: {', '.join(m)}" for n, m in lacking.items())
+                raise InvalidRequest(f"dimension(s) lack inputs they need ({what}); set ScoreRequest.prompt "
+                                     "and ScoreRequest.inputs[dimension]", reason="missing_input")
         else:
             # No dimensions named: every dimension this request can be scored on.
-            chosen = [d for d in dims.values() if req.prompt or not d.requires_prompt]
+            chosen = [d for d in dims.values() if not missing(d)]
             if not chosen:
-                raise InvalidRequest(f"every dimension of model '{name}' needs the generation prompt "
-                                     "(set ScoreRequest.prompt)", reason="missing_prompt")
-        if len(req.prompt) > self.config.limits.max_prompt_chars:
-            raise InvalidRequest(f"prompt is {len(req.prompt)} characters, over the server's "
-                                 f"{self.config.limits.max_prompt_chars}-character limit", reason="prompt_too_long")
+                raise InvalidRequest(f"every dimension of model '{name}' needs inputs this request lacks "
+                                     "(the generation prompt, or per-dimension inputs)", reason="missing_prompt")
         return runner, chosen
 
     # -- the request path -------------------------------------------------------------------
@@ -172,61 +194,65 @@ class Pipeline:
         self.metrics.videos.labels(result.model).inc()
         return result
 
-    async def _score(self, runner: ModelRunner, dims: list[Dimension], req: ScoreRequestData, t0: float):
+    async def _score(self, runner: ModelRunner, dims: list, req: ScoreRequestData, t0: float) -> ScoreResult:
         timings = StageTimings()
         loop = asyncio.get_running_loop()
+        family = runner.family
         source = video_source(req.data, req.path, self._allowed, self._limits.max_bytes)
 
-        # 1. Decode in a worker process (queue time = waiting for a free worker).
+        # 1. Decode the family's views in a worker process (queue time = waiting for a free worker).
         _remaining(req.deadline)
         t = time.perf_counter()
-        fut = self.decode_pool.submit(source, runner.bundle.frame_spec)
-        decoded = await _wait(fut, req.deadline, "decode")
+        decoded = await _wait(self.decode_pool.submit(source, runner.decode_request), req.deadline, "decode")
         total_decode = time.perf_counter() - t
         # The worker times the decode itself; the rest was waiting for a free worker.
         timings.decode_s = decoded.decode_s or total_decode
         timings.queue_s = max(0.0, total_decode - timings.decode_s)
 
-        # 2. Preprocess (normalise + patchify) off the event loop.
+        # 2. Preprocess (the family's resize/normalise/patchify) off the event loop.
         t = time.perf_counter()
-        pre = await loop.run_in_executor(self._cpu, preprocess, decoded, runner.patch_spec)
+        pre = await loop.run_in_executor(self._cpu, family.preprocess, decoded)
         timings.preprocess_s = time.perf_counter() - t
 
-        # 3. Encode, batched with other requests' videos.
+        # 3. Encode with each of the family's encoders, batched with other requests' videos.
         t = time.perf_counter()
-        encoded = await _wait(runner.encode_worker.submit(pre, req.deadline), req.deadline, "encode")
+        names = list(runner.encode_workers)
+        outs = await _wait(asyncio.gather(*(_wait(runner.encode_workers[n].submit(pre.inputs[n], req.deadline),
+                                                  req.deadline, "encode") for n in names)), req.deadline, "encode")
+        encoded = family.encoded(pre, dict(zip(names, outs)))
         timings.encode_s = time.perf_counter() - t
 
-        # 4. Score every dimension, batched with other requests' prompts.
+        # 4. One LLM operation per dimension (batched with other requests'), read by its head.
         t = time.perf_counter()
-        bundle = runner.bundle
-        jobs = [ScoreJob(bundle.prompt_ids(d, req.prompt), encoded, d.level_token_ids) for d in dims]
-        if runner.continuous:
-            # The engine batches across requests itself.
-            rid = f"vj-{uuid.uuid4().hex}"
-            logprobs = await _wait(asyncio.gather(
-                *(runner.scorer.score_async(j, f"{rid}-{d.name}") for j, d in zip(jobs, dims))), req.deadline, "llm")
-        else:
-            futs = [runner.score_worker.submit(j, req.deadline) for j in jobs]
-            try:
-                logprobs = await asyncio.gather(*(_wait(f, req.deadline, "llm") for f in futs))
-            except BaseException:
-                for f in futs:
-                    f.cancel()
-                raise
+        rid = f"vj-{uuid.uuid4().hex}"
+        scores = await _wait(asyncio.gather(*(self._dimension(runner, d, req, encoded, f"{rid}-{d.name}")
+                                              for d in dims)), req.deadline, "llm")
         timings.llm_s = time.perf_counter() - t
 
-        scores = []
-        for d, lp in zip(dims, logprobs):
-            value, probs = d.score(lp)
-            scores.append(DimensionScore(d.name, value, d.scale_min, d.scale_max, list(d.levels),
-                                         [float(p) for p in probs]))
         timings.total_s = time.perf_counter() - t0
         m = self.metrics.stage_seconds
         for stage in ("queue", "decode", "preprocess", "encode", "llm"):
             m.labels(stage).observe(getattr(timings, f"{stage}_s"))
         self.metrics.request_seconds.observe(timings.total_s)
-        return ScoreResult(bundle.name, scores, timings, decoded.info)
+        return ScoreResult(runner.bundle.name, list(scores), timings, decoded.info)
+
+    async def _dimension(self, runner: ModelRunner, dim, req: ScoreRequestData, encoded: EncodedVideo,
+                         request_id: str) -> DimensionScore:
+        head = runner.bundle.heads[dim.name]
+        question = dim.render_question(req.prompt, dict(req.inputs.get(dim.name, {})))
+        for attempt in range(2):
+            request = LlmRequest(runner.family.prompt(question, dim.answer_prefix, encoded), head.operation(),
+                                 dim.adapter)
+            output = await runner.llm.run(request, deadline=req.deadline, request_id=f"{request_id}-{attempt}")
+            retry = head.retry(question, output) if attempt == 0 else None
+            if retry is None:
+                break
+            question = retry
+        try:
+            return head.result(output)
+        except JudgeOutputError as e:
+            # This dimension alone failed; the others of the request still answer.
+            return DimensionScore(dim.name, float("nan"), dim.scale_min, dim.scale_max, head=dim.head, error=e)
 
     def _bind_gauges(self) -> None:
         """Gauges read the live values when scraped: exact, and nothing to keep in sync by hand."""
@@ -234,12 +260,13 @@ class Pipeline:
         m.in_flight.set_function(lambda: self.admission.in_flight)
         m.decoder_restarts.set_function(lambda: getattr(self.decode_pool, "restarts", 0))
         m.queue_depth.labels("decode").set_function(lambda: getattr(self.decode_pool, "pending", 0))
-        m.queue_depth.labels("encode").set_function(lambda: sum(r.encode_worker.depth() for r in runners))
-        m.queue_depth.labels("llm").set_function(lambda: sum(r.score_worker.depth() for r in runners))
+        m.queue_depth.labels("encode").set_function(
+            lambda: sum(w.depth() for r in runners for w in r.encode_workers.values()))
+        m.queue_depth.labels("llm").set_function(lambda: sum(r.llm.queue_depth() for r in runners))
         for name, r in self.runners.items():
-            stats = getattr(r.scorer, "stats", None)  # vLLM's EngineStats
-            for key, gauge in m.engine.items():
-                if stats is not None:
+            stats = r.llm.stats  # vLLM's engine counters; None for the transformers backend
+            if stats is not None:
+                for key, gauge in m.engine.items():
                     gauge.labels(name).set_function(lambda stats=stats, key=key: getattr(stats, key))
 
     def close(self) -> None:

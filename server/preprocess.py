@@ -1,4 +1,5 @@
-"""Frames -> patchified pixel values in the Qwen2-VL / Qwen2.5-VL vision tower's input layout.
+"""Frames -> patchified pixel values in the Qwen2-VL / Qwen2.5-VL vision tower's input layout
+(used by the qwen2_5_vl family).
 
 NumPy only. Frames arrive already resized to the bundle's frame size (the decode
 stage resizes), so this stage rescales by 1/255, normalises with the CLIP
@@ -26,7 +27,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from vidjudge.server.types import DecodedVideo, FrameSpec, PreprocessedVideo
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -50,12 +50,10 @@ class PatchSpec:
         return len(self.mean) * self.temporal_patch_size * self.patch_size * self.patch_size
 
 
-def grid_for(frame_spec: FrameSpec, spec: PatchSpec) -> tuple[int, int, int]:
-    """(t, h, w) in patches for frames of `frame_spec`; ValueError if they cannot be patchified."""
-    _check_shape(frame_spec.num_frames, frame_spec.height, frame_spec.width, spec)
-    return (frame_spec.num_frames // spec.temporal_patch_size,
-            frame_spec.height // spec.patch_size,
-            frame_spec.width // spec.patch_size)
+def grid_for(num_frames: int, height: int, width: int, spec: PatchSpec) -> tuple[int, int, int]:
+    """(t, h, w) in patches for `num_frames` frames of height x width; ValueError if they cannot be patchified."""
+    _check_shape(num_frames, height, width, spec)
+    return num_frames // spec.temporal_patch_size, height // spec.patch_size, width // spec.patch_size
 
 
 def _check_shape(num_frames: int, height: int, width: int, spec: PatchSpec) -> None:
@@ -80,17 +78,15 @@ def _lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     return lut
 
 
-def second_per_grid_t(video: DecodedVideo, spec: PatchSpec) -> float:
+def seconds_per_t(num_frames: int, duration_s: float, spec: PatchSpec) -> float:
     """Seconds spanned by one temporal patch group (Qwen's second_per_grid_ts = temporal_patch / fps).
 
     Frames are sampled one per equal segment, so the sampling rate is num_frames / duration;
     unknown durations count as 2 fps.
     """
-    n = int(video.frames.shape[0])
-    duration = float(video.info.duration_s)
-    if not np.isfinite(duration) or duration <= 0 or n <= 0:
+    if not np.isfinite(duration_s) or duration_s <= 0 or num_frames <= 0:
         return spec.temporal_patch_size / 2.0
-    return spec.temporal_patch_size * duration / n
+    return spec.temporal_patch_size * float(duration_s) / num_frames
 
 
 def patchify(frames: np.ndarray, spec: PatchSpec) -> np.ndarray:
@@ -113,13 +109,3 @@ def patchify(frames: np.ndarray, spec: PatchSpec) -> np.ndarray:
     for ch in range(c):
         out[:, ch] = lut[ch][x[:, ch]]
     return out.reshape(gt * gh * gw, c * tp * p * p)
-
-
-def preprocess(video: DecodedVideo, spec: PatchSpec) -> PreprocessedVideo:
-    """Rescale, normalise and patchify a decoded video (frames already at the bundle size)."""
-    frames = video.frames
-    pixel_values = patchify(frames, spec)
-    t, h, w = frames.shape[:3]
-    grid = (t // spec.temporal_patch_size, h // spec.patch_size, w // spec.patch_size)
-    return PreprocessedVideo(pixel_values=pixel_values, grid_thw=grid,
-                             second_per_grid_t=second_per_grid_t(video, spec))

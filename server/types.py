@@ -279,6 +279,7 @@ class DimensionScore:
     answer: str = ""  # yes_no: "yes" or "no"
     answer_probability: float = 0.0  # yes_no: probability of `answer`
     rationale: str = ""  # generate: the model's text
+    error: Any = None  # a VidjudgeError when this dimension alone failed (e.g. unparsable output); no score then
 
 
 @dataclass

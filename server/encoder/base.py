@@ -1,14 +1,17 @@
-"""The visual encoder interface: patchified pixels of same-grid videos in, merged visual tokens out.
+"""The visual encoder interface: one fixed-shape input per video in, embeddings out, batched.
 
-Every video of a bundle has the same grid, so a batch is a plain leading axis:
-    encode(pixel_values [B, N, D] float32) -> embeds [B, T, H] float32
-with N = t*h*w patches, D = C*temporal_patch*patch*patch, T = N / merge^2 tokens and
-H the language model's hidden size.
+Every video of a bundle gives each encoder an input of the same shape, so a batch is a
+plain leading axis:
+    encode(x [B, *input_shape] float32) -> [B, *output_shape]
+(Qwen2.5-VL's tower: [B, N patches, C*T*P*P] -> [B, tokens, LLM hidden]). Backends return
+float32 NumPy arrays, except the torch backend on a GPU, which keeps its output on the device
+as a torch tensor in its dtype so embeddings reach the language model without a copy.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -18,26 +21,31 @@ class VisualEncoder(ABC):
     implement `_encode_batch`; `encode` checks the input and splits batches over `max_batch`."""
 
     name: str = "visual-encoder"
-    input_shape: tuple[int, int]  # (N, D) per video
-    output_shape: tuple[int, int]  # (T, H) per video
+    input_shape: tuple[int, ...]  # per video
+    output_shape: tuple[int, ...]  # per video
     max_batch: int | None = None  # most videos per run; None: no limit
 
-    def encode(self, pixel_values: np.ndarray) -> np.ndarray:
+    def encode(self, pixel_values: np.ndarray) -> Any:
         x = np.asarray(pixel_values)
-        if x.ndim != 3 or tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"{self.name}: pixel_values must have shape [batch, {self.input_shape[0]}, "
-                             f"{self.input_shape[1]}], got {list(x.shape)}")
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"{self.name}: input must have shape [batch, {', '.join(map(str, self.input_shape))}], "
+                             f"got {list(x.shape)}")
         if x.shape[0] == 0:
             return np.zeros((0, *self.output_shape), dtype=np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)
         step = self.max_batch or x.shape[0]
         if x.shape[0] <= step:
             return self._encode_batch(x)
-        return np.concatenate([self._encode_batch(x[i:i + step]) for i in range(0, x.shape[0], step)], axis=0)
+        parts = [self._encode_batch(x[i:i + step]) for i in range(0, x.shape[0], step)]
+        if isinstance(parts[0], np.ndarray):
+            return np.concatenate(parts, axis=0)
+        import torch
+
+        return torch.cat(parts, dim=0)
 
     @abstractmethod
-    def _encode_batch(self, pixel_values: np.ndarray) -> np.ndarray:
-        """[b, N, D] contiguous float32 -> [b, T, H] float32, b <= max_batch."""
+    def _encode_batch(self, pixel_values: np.ndarray) -> Any:
+        """[b, *input_shape] contiguous float32 -> [b, *output_shape], b <= max_batch."""
 
     def close(self) -> None:
         """Release the runtime's resources; the encoder cannot be used afterwards."""

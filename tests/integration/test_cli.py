@@ -17,7 +17,7 @@ import pytest
 
 from vidjudge.client import JudgeClient
 
-VIDJUDGE = [sys.executable, "-m", "vidjudge.client.cli"]
+VIDJUDGE = [sys.executable, "-m", "vidjudge.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 

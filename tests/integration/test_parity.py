@@ -18,7 +18,6 @@ from vidjudge.client import JudgeClient
 from vidjudge.server.app import ServerThread
 from vidjudge.server.bundle import load_bundle
 from vidjudge.server.decode import decode_video
-from vidjudge.server.preprocess import PatchSpec, preprocess
 from vidjudge.server.scorer.positions import mrope_positions
 from vidjudge.server.types import DecodeLimits, VideoSource
 
@@ -33,22 +32,24 @@ def hf_reference(bundle_dir, video_path, prompt):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     bundle = load_bundle(bundle_dir)
+    fam = bundle.family
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(bundle.llm_path, dtype=torch.float32).eval()
-    decoded = decode_video(VideoSource(path=video_path), bundle.frame_spec, DecodeLimits(), hwaccel="none")
-    p = bundle.manifest.preprocess
-    pre = preprocess(decoded, PatchSpec(p.patch_size, p.temporal_patch_size, p.merge_size, tuple(p.mean),
-                                        tuple(p.std)))
-    n_vid = bundle.manifest.vision.num_tokens
+    decoded = decode_video(VideoSource(path=video_path), fam.decode_request(), DecodeLimits(), hwaccel="none")
+    pre = fam.preprocess(decoded)
+    pixel_values, grid = pre.inputs["vision"], fam.grid
+    n_vid = fam.num_tokens
     out = {}
     for dim in bundle.dimensions.values():
-        ids = bundle.prompt_ids(dim, prompt)
-        input_ids = torch.tensor([[*ids.prefix, *[bundle.video_token_id] * n_vid, *ids.suffix]])
-        pos = mrope_positions(len(ids.prefix), pre.grid_thw, p.merge_size, pre.second_per_grid_t,
-                              bundle.manifest.vision.tokens_per_second, len(ids.suffix))
+        if dim.head != "level_token":
+            continue  # heads on hidden states and yes/no are checked in test_heads
+        prefix, suffix = fam.prompt_ids(dim.render_question(prompt), dim.answer_prefix)
+        input_ids = torch.tensor([[*prefix, *[fam.video_token_id] * n_vid, *suffix]])
+        pos = mrope_positions(len(prefix), grid, fam.config.merge_size, pre.seconds_per_t,
+                              fam.config.tokens_per_second, len(suffix))
         with torch.no_grad():
-            logits = model(input_ids=input_ids, pixel_values_videos=torch.from_numpy(pre.pixel_values),
-                           video_grid_thw=torch.tensor([pre.grid_thw]),
-                           second_per_grid_ts=torch.tensor([pre.second_per_grid_t]),
+            logits = model(input_ids=input_ids, pixel_values_videos=torch.from_numpy(pixel_values),
+                           video_grid_thw=torch.tensor([grid]),
+                           second_per_grid_ts=torch.tensor([pre.seconds_per_t]),
                            position_ids=torch.from_numpy(pos)[:, None, :]).logits[0, -1]
         lp = torch.log_softmax(logits.double(), -1)[list(dim.level_token_ids)].numpy()
         out[dim.name] = dim.score(lp)
@@ -64,7 +65,7 @@ def test_served_scores_match_the_untouched_hf_model(tiny_bundle, video_dir, back
     with ServerThread(make_config(tiny_bundle, video_dir, **{"encoder.backend": backend})) as s:
         with JudgeClient(s.address) as c:
             for v, ref in zip(videos, refs):
-                r = c.score(v, prompt=PROMPT)
+                r = c.score(v, prompt=PROMPT, dimensions=list(ref))
                 assert set(r.scores) == set(ref)
                 for name, (score, probs) in ref.items():
                     got = r.scores[name]

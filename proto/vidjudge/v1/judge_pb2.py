@@ -24,43 +24,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vidjudge/v1/judge.proto\x12\x0bvidjudge.v1\"1\n\x05Video\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"d\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x05video\x18\x02 \x01(\x0b\x32\x12.vidjudge.v1.Video\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x03(\t\"6\n\x10LevelProbability\x12\r\n\x05level\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x88\x01\n\x0f\x44imensionResult\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tscale_min\x18\x03 \x01(\x01\x12\x11\n\tscale_max\x18\x04 \x01(\x01\x12-\n\x06levels\x18\x05 \x03(\x0b\x32\x1d.vidjudge.v1.LevelProbability\"y\n\x0cStageTimings\x12\x0f\n\x07queue_s\x18\x01 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x02 \x01(\x01\x12\x14\n\x0cpreprocess_s\x18\x03 \x01(\x01\x12\x10\n\x08\x65ncode_s\x18\x04 \x01(\x01\x12\r\n\x05llm_s\x18\x05 \x01(\x01\x12\x0f\n\x07total_s\x18\x06 \x01(\x01\"\x99\x01\n\tVideoInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12\x0f\n\x07\x61vg_fps\x18\x04 \x01(\x01\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x10\n\x08rotation\x18\x06 \x01(\x05\x12\x16\n\x0e\x66rames_decoded\x18\x07 \x01(\r\x12\x0f\n\x07\x64\x65\x63oder\x18\x08 \x01(\t\"\xa0\x01\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.vidjudge.v1.DimensionResult\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.vidjudge.v1.StageTimings\x12%\n\x05video\x18\x04 \x01(\x0b\x32\x16.vidjudge.v1.VideoInfo\"L\n\x12ScoreStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.vidjudge.v1.ScoreRequest\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x81\x01\n\x13ScoreStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08response\x18\x02 \x01(\x0b\x32\x1a.vidjudge.v1.ScoreResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.vidjudge.v1.ErrorH\x00\x42\t\n\x07outcome\"\x13\n\x11ListModelsRequest\"\x8f\x01\n\rDimensionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04head\x18\x03 \x01(\t\x12\x11\n\tscale_min\x18\x04 \x01(\x01\x12\x11\n\tscale_max\x18\x05 \x01(\x01\x12\x0e\n\x06levels\x18\x06 \x03(\t\x12\x17\n\x0frequires_prompt\x18\x07 \x01(\x08\"T\n\rFrameSampling\x12\x12\n\nnum_frames\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08strategy\x18\x04 \x01(\t\"\xcc\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12.\n\ndimensions\x18\x03 \x03(\x0b\x32\x1a.vidjudge.v1.DimensionInfo\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.vidjudge.v1.FrameSampling\x12\x12\n\nis_default\x18\x05 \x01(\x08\x12\x17\n\x0f\x65ncoder_backend\x18\x06 \x01(\t\x12\x16\n\x0escorer_backend\x18\x07 \x01(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.vidjudge.v1.ModelInfo2\xec\x01\n\x05Judge\x12>\n\x05Score\x12\x19.vidjudge.v1.ScoreRequest\x1a\x1a.vidjudge.v1.ScoreResponse\x12T\n\x0bScoreStream\x12\x1f.vidjudge.v1.ScoreStreamRequest\x1a .vidjudge.v1.ScoreStreamResponse(\x01\x30\x01\x12M\n\nListModels\x12\x1e.vidjudge.v1.ListModelsRequest\x1a\x1f.vidjudge.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vidjudge/v1/judge.proto\x12\x0bvidjudge.v1\"1\n\x05Video\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"\xe7\x01\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x05video\x18\x02 \x01(\x0b\x32\x12.vidjudge.v1.Video\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x03(\t\x12\x35\n\x06inputs\x18\x05 \x03(\x0b\x32%.vidjudge.v1.ScoreRequest.InputsEntry\x1aJ\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.vidjudge.v1.DimensionInput:\x02\x38\x01\"\"\n\x0e\x44imensionInput\x12\x10\n\x08question\x18\x01 \x01(\t\"6\n\x10LevelProbability\x12\r\n\x05level\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xf8\x01\n\x0f\x44imensionResult\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tscale_min\x18\x03 \x01(\x01\x12\x11\n\tscale_max\x18\x04 \x01(\x01\x12-\n\x06levels\x18\x05 \x03(\x0b\x32\x1d.vidjudge.v1.LevelProbability\x12\x0c\n\x04head\x18\x06 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x07 \x01(\t\x12\x1a\n\x12\x61nswer_probability\x18\x08 \x01(\x01\x12\x11\n\trationale\x18\t \x01(\t\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.vidjudge.v1.Error\"y\n\x0cStageTimings\x12\x0f\n\x07queue_s\x18\x01 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x02 \x01(\x01\x12\x14\n\x0cpreprocess_s\x18\x03 \x01(\x01\x12\x10\n\x08\x65ncode_s\x18\x04 \x01(\x01\x12\r\n\x05llm_s\x18\x05 \x01(\x01\x12\x0f\n\x07total_s\x18\x06 \x01(\x01\"\x99\x01\n\tVideoInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12\x0f\n\x07\x61vg_fps\x18\x04 \x01(\x01\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x10\n\x08rotation\x18\x06 \x01(\x05\x12\x16\n\x0e\x66rames_decoded\x18\x07 \x01(\r\x12\x0f\n\x07\x64\x65\x63oder\x18\x08 \x01(\t\"\xa0\x01\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.vidjudge.v1.DimensionResult\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.vidjudge.v1.StageTimings\x12%\n\x05video\x18\x04 \x01(\x0b\x32\x16.vidjudge.v1.VideoInfo\"L\n\x12ScoreStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.vidjudge.v1.ScoreRequest\"D\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\"\x81\x01\n\x13ScoreStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08response\x18\x02 \x01(\x0b\x32\x1a.vidjudge.v1.ScoreResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.vidjudge.v1.ErrorH\x00\x42\t\n\x07outcome\"\x13\n\x11ListModelsRequest\"\xb0\x01\n\rDimensionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04head\x18\x03 \x01(\t\x12\x11\n\tscale_min\x18\x04 \x01(\x01\x12\x11\n\tscale_max\x18\x05 \x01(\x01\x12\x0e\n\x06levels\x18\x06 \x03(\t\x12\x17\n\x0frequires_prompt\x18\x07 \x01(\x08\x12\x0e\n\x06inputs\x18\x08 \x03(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\t \x01(\t\"b\n\rFrameSampling\x12\x12\n\nnum_frames\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"\x88\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12.\n\ndimensions\x18\x03 \x03(\x0b\x32\x1a.vidjudge.v1.DimensionInfo\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.vidjudge.v1.FrameSampling\x12\x12\n\nis_default\x18\x05 \x01(\x08\x12\x17\n\x0f\x65ncoder_backend\x18\x06 \x01(\t\x12\x16\n\x0escorer_backend\x18\x07 \x01(\t\x12)\n\x05views\x18\x08 \x03(\x0b\x32\x1a.vidjudge.v1.FrameSampling\x12\x10\n\x08\x61\x64\x61pters\x18\t \x03(\t\x12\x45\n\x10\x65ncoder_backends\x18\n \x03(\x0b\x32+.vidjudge.v1.ModelInfo.EncoderBackendsEntry\x1a\x36\n\x14\x45ncoderBackendsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.vidjudge.v1.ModelInfo2\xec\x01\n\x05Judge\x12>\n\x05Score\x12\x19.vidjudge.v1.ScoreRequest\x1a\x1a.vidjudge.v1.ScoreResponse\x12T\n\x0bScoreStream\x12\x1f.vidjudge.v1.ScoreStreamRequest\x1a .vidjudge.v1.ScoreStreamResponse(\x01\x30\x01\x12M\n\nListModels\x12\x1e.vidjudge.v1.ListModelsRequest\x1a\x1f.vidjudge.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vidjudge.v1.judge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SCOREREQUEST_INPUTSENTRY']._loaded_options = None
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFO_ENCODERBACKENDSENTRY']._loaded_options = None
+  _globals['_MODELINFO_ENCODERBACKENDSENTRY']._serialized_options = b'8\001'
   _globals['_VIDEO']._serialized_start=40
   _globals['_VIDEO']._serialized_end=89
-  _globals['_SCOREREQUEST']._serialized_start=91
-  _globals['_SCOREREQUEST']._serialized_end=191
-  _globals['_LEVELPROBABILITY']._serialized_start=193
-  _globals['_LEVELPROBABILITY']._serialized_end=247
-  _globals['_DIMENSIONRESULT']._serialized_start=250
-  _globals['_DIMENSIONRESULT']._serialized_end=386
-  _globals['_STAGETIMINGS']._serialized_start=388
-  _globals['_STAGETIMINGS']._serialized_end=509
-  _globals['_VIDEOINFO']._serialized_start=512
-  _globals['_VIDEOINFO']._serialized_end=665
-  _globals['_SCORERESPONSE']._serialized_start=668
-  _globals['_SCORERESPONSE']._serialized_end=828
-  _globals['_SCORESTREAMREQUEST']._serialized_start=830
-  _globals['_SCORESTREAMREQUEST']._serialized_end=906
-  _globals['_ERROR']._serialized_start=908
-  _globals['_ERROR']._serialized_end=962
-  _globals['_SCORESTREAMRESPONSE']._serialized_start=965
-  _globals['_SCORESTREAMRESPONSE']._serialized_end=1094
-  _globals['_LISTMODELSREQUEST']._serialized_start=1096
-  _globals['_LISTMODELSREQUEST']._serialized_end=1115
-  _globals['_DIMENSIONINFO']._serialized_start=1118
-  _globals['_DIMENSIONINFO']._serialized_end=1261
-  _globals['_FRAMESAMPLING']._serialized_start=1263
-  _globals['_FRAMESAMPLING']._serialized_end=1347
-  _globals['_MODELINFO']._serialized_start=1350
-  _globals['_MODELINFO']._serialized_end=1554
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1556
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1616
-  _globals['_JUDGE']._serialized_start=1619
-  _globals['_JUDGE']._serialized_end=1855
+  _globals['_SCOREREQUEST']._serialized_start=92
+  _globals['_SCOREREQUEST']._serialized_end=323
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_start=249
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_end=323
+  _globals['_DIMENSIONINPUT']._serialized_start=325
+  _globals['_DIMENSIONINPUT']._serialized_end=359
+  _globals['_LEVELPROBABILITY']._serialized_start=361
+  _globals['_LEVELPROBABILITY']._serialized_end=415
+  _globals['_DIMENSIONRESULT']._serialized_start=418
+  _globals['_DIMENSIONRESULT']._serialized_end=666
+  _globals['_STAGETIMINGS']._serialized_start=668
+  _globals['_STAGETIMINGS']._serialized_end=789
+  _globals['_VIDEOINFO']._serialized_start=792
+  _globals['_VIDEOINFO']._serialized_end=945
+  _globals['_SCORERESPONSE']._serialized_start=948
+  _globals['_SCORERESPONSE']._serialized_end=1108
+  _globals['_SCORESTREAMREQUEST']._serialized_start=1110
+  _globals['_SCORESTREAMREQUEST']._serialized_end=1186
+  _globals['_ERROR']._serialized_start=1188
+  _globals['_ERROR']._serialized_end=1256
+  _globals['_SCORESTREAMRESPONSE']._serialized_start=1259
+  _globals['_SCORESTREAMRESPONSE']._serialized_end=1388
+  _globals['_LISTMODELSREQUEST']._serialized_start=1390
+  _globals['_LISTMODELSREQUEST']._serialized_end=1409
+  _globals['_DIMENSIONINFO']._serialized_start=1412
+  _globals['_DIMENSIONINFO']._serialized_end=1588
+  _globals['_FRAMESAMPLING']._serialized_start=1590
+  _globals['_FRAMESAMPLING']._serialized_end=1688
+  _globals['_MODELINFO']._serialized_start=1691
+  _globals['_MODELINFO']._serialized_end=2083
+  _globals['_MODELINFO_ENCODERBACKENDSENTRY']._serialized_start=2029
+  _globals['_MODELINFO_ENCODERBACKENDSENTRY']._serialized_end=2083
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2085
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2145
+  _globals['_JUDGE']._serialized_start=2148
+  _globals['_JUDGE']._serialized_end=2384
 # @@protoc_insertion_point(module_scope)

@@ -15,16 +15,31 @@ class Video(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., path: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model", "video", "prompt", "dimensions")
+    __slots__ = ("model", "video", "prompt", "dimensions", "inputs")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: DimensionInput
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[DimensionInput, _Mapping]] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     video: Video
     prompt: str
     dimensions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., video: _Optional[_Union[Video, _Mapping]] = ..., prompt: _Optional[str] = ..., dimensions: _Optional[_Iterable[str]] = ...) -> None: ...
+    inputs: _containers.MessageMap[str, DimensionInput]
+    def __init__(self, model: _Optional[str] = ..., video: _Optional[_Union[Video, _Mapping]] = ..., prompt: _Optional[str] = ..., dimensions: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Mapping[str, DimensionInput]] = ...) -> None: ...
+
+class DimensionInput(_message.Message):
+    __slots__ = ("question",)
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    def __init__(self, question: _Optional[str] = ...) -> None: ...
 
 class LevelProbability(_message.Message):
     __slots__ = ("level", "probability")
@@ -35,18 +50,28 @@ class LevelProbability(_message.Message):
     def __init__(self, level: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class DimensionResult(_message.Message):
-    __slots__ = ("dimension", "score", "scale_min", "scale_max", "levels")
+    __slots__ = ("dimension", "score", "scale_min", "scale_max", "levels", "head", "answer", "answer_probability", "rationale", "error")
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SCALE_MIN_FIELD_NUMBER: _ClassVar[int]
     SCALE_MAX_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    RATIONALE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     dimension: str
     score: float
     scale_min: float
     scale_max: float
     levels: _containers.RepeatedCompositeFieldContainer[LevelProbability]
-    def __init__(self, dimension: _Optional[str] = ..., score: _Optional[float] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelProbability, _Mapping]]] = ...) -> None: ...
+    head: str
+    answer: str
+    answer_probability: float
+    rationale: str
+    error: Error
+    def __init__(self, dimension: _Optional[str] = ..., score: _Optional[float] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelProbability, _Mapping]]] = ..., head: _Optional[str] = ..., answer: _Optional[str] = ..., answer_probability: _Optional[float] = ..., rationale: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("queue_s", "decode_s", "preprocess_s", "encode_s", "llm_s", "total_s")
@@ -105,14 +130,16 @@ class ScoreStreamRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[ScoreRequest, _Mapping]] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "reason", "message")
+    __slots__ = ("code", "reason", "message", "kind")
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     code: int
     reason: str
     message: str
-    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    kind: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class ScoreStreamResponse(_message.Message):
     __slots__ = ("id", "response", "error")
@@ -129,7 +156,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DimensionInfo(_message.Message):
-    __slots__ = ("name", "description", "head", "scale_min", "scale_max", "levels", "requires_prompt")
+    __slots__ = ("name", "description", "head", "scale_min", "scale_max", "levels", "requires_prompt", "inputs", "adapter")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +164,8 @@ class DimensionInfo(_message.Message):
     SCALE_MAX_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     REQUIRES_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     head: str
@@ -144,22 +173,33 @@ class DimensionInfo(_message.Message):
     scale_max: float
     levels: _containers.RepeatedScalarFieldContainer[str]
     requires_prompt: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., head: _Optional[str] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., levels: _Optional[_Iterable[str]] = ..., requires_prompt: _Optional[bool] = ...) -> None: ...
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    adapter: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., head: _Optional[str] = ..., scale_min: _Optional[float] = ..., scale_max: _Optional[float] = ..., levels: _Optional[_Iterable[str]] = ..., requires_prompt: _Optional[bool] = ..., inputs: _Optional[_Iterable[str]] = ..., adapter: _Optional[str] = ...) -> None: ...
 
 class FrameSampling(_message.Message):
-    __slots__ = ("num_frames", "height", "width", "strategy")
+    __slots__ = ("num_frames", "height", "width", "strategy", "name")
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     num_frames: int
     height: int
     width: int
     strategy: str
-    def __init__(self, num_frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, num_frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "family", "dimensions", "sampling", "is_default", "encoder_backend", "scorer_backend")
+    __slots__ = ("name", "family", "dimensions", "sampling", "is_default", "encoder_backend", "scorer_backend", "views", "adapters", "encoder_backends")
+    class EncoderBackendsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +207,9 @@ class ModelInfo(_message.Message):
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     ENCODER_BACKEND_FIELD_NUMBER: _ClassVar[int]
     SCORER_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_BACKENDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     family: str
     dimensions: _containers.RepeatedCompositeFieldContainer[DimensionInfo]
@@ -174,7 +217,10 @@ class ModelInfo(_message.Message):
     is_default: bool
     encoder_backend: str
     scorer_backend: str
-    def __init__(self, name: _Optional[str] = ..., family: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionInfo, _Mapping]]] = ..., sampling: _Optional[_Union[FrameSampling, _Mapping]] = ..., is_default: _Optional[bool] = ..., encoder_backend: _Optional[str] = ..., scorer_backend: _Optional[str] = ...) -> None: ...
+    views: _containers.RepeatedCompositeFieldContainer[FrameSampling]
+    adapters: _containers.RepeatedScalarFieldContainer[str]
+    encoder_backends: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., family: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionInfo, _Mapping]]] = ..., sampling: _Optional[_Union[FrameSampling, _Mapping]] = ..., is_default: _Optional[bool] = ..., encoder_backend: _Optional[str] = ..., scorer_backend: _Optional[str] = ..., views: _Optional[_Iterable[_Union[FrameSampling, _Mapping]]] = ..., adapters: _Optional[_Iterable[str]] = ..., encoder_backends: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -72,7 +72,7 @@ class JudgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """The loaded bundles, their dimensions, scales and frame sampling.
+        """The loaded bundles: their dimensions (with head and inputs), views, adapters and backends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

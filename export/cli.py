@@ -1,0 +1,86 @@
+"""`vidjudge export ...`: build bundles (they need the `server` extra).
+
+Only typer and rich are imported here; the exporters are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vidjudge.client.cli import err, need_server_extra, out, setup_logging
+
+app = typer.Typer(help="Build bundles (the directory a server loads a judge from).", no_args_is_help=True,
+                  add_completion=False)
+
+
+@app.command("tiny")
+def export_tiny_cmd(out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
+                    seed: int = typer.Option(0, help="Weight seed (same seed, same bytes)."),
+                    overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
+    """A tiny random-weight Qwen2.5-VL bundle, built offline in seconds (for demos and tests)."""
+    try:
+        from vidjudge.export.hf import ExportError, export_tiny
+    except ImportError as e:
+        need_server_extra(e)
+    setup_logging("WARNING")
+    t = time.perf_counter()
+    try:
+        path = export_tiny(out_dir, seed=seed, overwrite=overwrite)
+    except ExportError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2)
+    out.print(f"tiny bundle written to {path} in {time.perf_counter() - t:.1f}s")
+
+
+@app.command("hf")
+def export_hf_cmd(checkpoint: Path = typer.Argument(..., help="Local Hugging Face Qwen2.5-VL checkpoint directory."),
+                  out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
+                  frames: int = typer.Option(8, help="Frames sampled per video (one per equal segment)."),
+                  height: int = typer.Option(448, help="Frame height after resize (multiple of 28)."),
+                  width: int = typer.Option(448, help="Frame width after resize (multiple of 28)."),
+                  name: Optional[str] = typer.Option(None, help="Model name (default: checkpoint folder name)."),
+                  overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
+    """Convert a local Hugging Face checkpoint into a bundle (no network)."""
+    try:
+        from vidjudge.export.hf import ExportError, export_hf
+    except ImportError as e:
+        need_server_extra(e)
+    setup_logging("WARNING")
+    try:
+        path = export_hf(checkpoint, out_dir, num_frames=frames, height=height, width=width, name=name,
+                         overwrite=overwrite)
+    except ExportError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2)
+    out.print(f"bundle written to {path}")
+
+
+@app.command("trt")
+def export_trt_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (its encoder/*.onnx are compiled)."),
+                   max_batch: int = typer.Option(32, help="Largest batch of videos the engine accepts."),
+                   opt_batch: int = typer.Option(8, help="Batch size TensorRT tunes for."),
+                   fp32: bool = typer.Option(False, help="Build in FP32 instead of FP16 (norms/softmax stay FP32)."),
+                   workspace_gb: int = typer.Option(8, help="Builder workspace (GiB).")):
+    """Build TensorRT engines for this GPU from the bundle's ONNX encoders (needs a GPU and the gpu extra)."""
+    try:
+        from vidjudge.export.trt import build_tensorrt_engine
+    except ImportError as e:
+        need_server_extra(e)
+    setup_logging("INFO")
+    try:
+        records = build_tensorrt_engine(bundle, max_batch=max_batch, opt_batch=opt_batch, fp16=not fp32,
+                                        workspace_gb=workspace_gb)
+    except ImportError:
+        err.print("[red]tensorrt is not installed: this command runs on a GPU machine with the gpu extra[/red]")
+        raise typer.Exit(2)
+    except Exception as e:  # noqa: BLE001 - builder errors are reported, not traced
+        err.print(f"[red]TensorRT build failed: {e}[/red]")
+        raise typer.Exit(1)
+    for name, record in records.items():
+        out.print(f"encoder {name}: engine {record['engine']} built for {record['gpu_name']} "
+                  f"(sm_{record['compute_capability']}), TensorRT {record['tensorrt_version']}, "
+                  f"batch 1..{record['max_batch']}")
