@@ -57,6 +57,12 @@ def run_compare(bundle: Path, videos: Sequence[Path], *, prompt: str, dimensions
     progress = progress or common.Progress()
     plan = loadgen.LoadPlan(measurement_interval_s=interval_s, requests=requests, warmup=warmup,
                             timeout_s=timeout_s)
+    if not dimensions:
+        # The reference loop reads level words: both sides score the level-token dimensions.
+        from vidjudge.server.bundle import load_bundle
+
+        dimensions = [d.name for d in load_bundle(bundle).dimensions.values()
+                      if d.head == "level_token" and (prompt or not d.requires_prompt)]
     reqs = loadgen.build_requests(videos, prompt=prompt, dimensions=dimensions)
     runs = []
     server_config = None
@@ -122,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(median ratio reported; default 1).")
     ap.add_argument("--prompt", default=common.DEFAULT_PROMPT, help="Generation prompt ('' for none).")
     ap.add_argument("--dimensions", default="", metavar="A,B",
-                    help="Comma-separated dimensions (default: every one the request can be scored on).")
+                    help="Comma-separated level-token dimensions (default: every level-token dimension the "
+                         "request can be scored on; the naive loop reads level words only).")
     loadgen.add_video_args(ap)
     ap.add_argument("--out", metavar="FILE", help="Write the results as JSON.")
     return ap

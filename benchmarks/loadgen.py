@@ -414,7 +414,7 @@ def started_server(bundle: Path, overrides: dict[str, Any] | None = None,
 
 def server_backends(srv) -> dict[str, dict[str, str]]:
     """Which encoder and scorer each loaded model really runs on (after the server's fallbacks)."""
-    return {name: {"encoder": getattr(r.encoder, "name", "?"), "scorer": getattr(r.scorer, "name", "?")}
+    return {name: {"encoders": {n: e.name for n, e in r.encoders.items()}, "scorer": r.llm.name}
             for name, r in srv.server.pipeline.runners.items()}
 
 

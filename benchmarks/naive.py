@@ -58,41 +58,41 @@ class NaiveJudge:
         self.device = torch.device(device)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             self.bundle.llm_path, dtype=getattr(torch, dtype)).eval().to(self.device)
-        p = self.bundle.manifest.preprocess
-        self.patch_spec = PatchSpec(p.patch_size, p.temporal_patch_size, p.merge_size, tuple(p.mean), tuple(p.std))
-
     def dimensions(self, prompt: str, names: Sequence[str] = ()):
-        """The same choice the server makes: the named ones, else every one the request can be scored on."""
+        """The named ones (level-token heads only: the reference loop reads level words), else every
+        level-token dimension the request can be scored on."""
         dims = self.bundle.dimensions
         if names:
-            return [dims[n] for n in dict.fromkeys(names)]
-        return [d for d in dims.values() if prompt or not d.requires_prompt]
+            chosen = [dims[n] for n in dict.fromkeys(names)]
+            other = [d.name for d in chosen if d.head != "level_token"]
+            if other:
+                raise ValueError(f"the naive loop scores level-token dimensions only, not {', '.join(other)}")
+            return chosen
+        return [d for d in dims.values() if d.head == "level_token" and (prompt or not d.requires_prompt)]
 
     def score(self, video: Path, prompt: str, dims) -> NaiveResult:
         torch = self.torch
         from vidjudge.server.decode import decode_video
-        from vidjudge.server.preprocess import preprocess
         from vidjudge.server.scorer.positions import mrope_positions
         from vidjudge.server.types import DecodeLimits, VideoSource
 
-        b = self.bundle
+        fam = self.bundle.family
         t0 = time.perf_counter()
-        decoded = decode_video(VideoSource(path=Path(video)), b.frame_spec, DecodeLimits(), hwaccel="none")
+        decoded = decode_video(VideoSource(path=Path(video)), fam.decode_request(), DecodeLimits(), hwaccel="none")
         t1 = time.perf_counter()
-        pre = preprocess(decoded, self.patch_spec)
-        pixel_values = torch.from_numpy(pre.pixel_values).to(self.device, self.model.dtype)
+        pre = fam.preprocess(decoded)
+        pixel_values = torch.from_numpy(pre.inputs["vision"]).to(self.device, self.model.dtype)
         t2 = time.perf_counter()
-        n_vid = b.manifest.vision.num_tokens
         out = {}
         for dim in dims:
-            ids = b.prompt_ids(dim, prompt)
-            input_ids = torch.tensor([[*ids.prefix, *[b.video_token_id] * n_vid, *ids.suffix]], device=self.device)
-            pos = mrope_positions(len(ids.prefix), pre.grid_thw, self.patch_spec.merge_size, pre.second_per_grid_t,
-                                  b.manifest.vision.tokens_per_second, len(ids.suffix))
+            prefix, suffix = fam.prompt_ids(dim.render_question(prompt), dim.answer_prefix)
+            input_ids = torch.tensor([[*prefix, *[fam.video_token_id] * fam.num_tokens, *suffix]], device=self.device)
+            pos = mrope_positions(len(prefix), fam.grid, fam.config.merge_size, pre.seconds_per_t,
+                                  fam.config.tokens_per_second, len(suffix))
             with torch.no_grad():
                 logits = self.model(input_ids=input_ids, pixel_values_videos=pixel_values,
-                                    video_grid_thw=torch.tensor([pre.grid_thw], device=self.device),
-                                    second_per_grid_ts=torch.tensor([pre.second_per_grid_t], device=self.device),
+                                    video_grid_thw=torch.tensor([fam.grid], device=self.device),
+                                    second_per_grid_ts=torch.tensor([pre.seconds_per_t], device=self.device),
                                     position_ids=torch.from_numpy(pos)[:, None, :].to(self.device)).logits[0, -1]
             lp = torch.log_softmax(logits.double(), -1)[list(dim.level_token_ids)].cpu().numpy()
             value, probs = dim.score(lp)

@@ -185,8 +185,9 @@ def bench_encoder(bundle_dir: Path, *, backends: Sequence[str] = ("onnxruntime",
 
     progress = progress or common.Progress()
     bundle = load_bundle(bundle_dir)
-    grid = tuple(bundle.manifest.vision.grid_thw)
-    frames = bundle.manifest.frames.num_frames
+    spec = bundle.family.encoders()[0]  # the family's first (for qwen2_5_vl: only) encoder
+    view = bundle.manifest.views[bundle.manifest.encoders[spec.name].view]
+    frames = view.num_frames
     rng = np.random.default_rng(0)
     errors = []
     points: list[tuple[str, int]] = []
@@ -197,8 +198,8 @@ def bench_encoder(bundle_dir: Path, *, backends: Sequence[str] = ("onnxruntime",
     # take the cores from each other and measure the interference instead of the backend.
     for backend in backends:
         try:
-            enc = create_encoder(backend, onnx_path=bundle.encoder_path, checkpoint_dir=bundle.llm_path,
-                                 grid_thw=grid, threads=threads or None)
+            enc = create_encoder(backend, onnx_path=spec.onnx_path, torch_module=spec.torch_module,
+                                 input_shape=spec.input_shape, output_shape=spec.output_shape, threads=threads or None)
         except Exception as e:  # noqa: BLE001 - report a backend that cannot run here, go on
             errors.append({"backend": backend, "error": f"{type(e).__name__}: {e}"})
             continue
@@ -227,7 +228,7 @@ def bench_encoder(bundle_dir: Path, *, backends: Sequence[str] = ("onnxruntime",
         r["vs_batch1"] = common.ratio(r["videos_per_s"], b1["videos_per_s"]) if b1 else None
         tr = next((x for x in rows if x["backend"].startswith("torch") and x["batch"] == r["batch"]), None)
         r["vs_torch"] = common.ratio(r["videos_per_s"], tr["videos_per_s"]) if tr else None
-    return {"rows": rows, "errors": errors, "grid_thw": grid, "input_shape": list(shape) if shape else None,
+    return {"rows": rows, "errors": errors, "encoder": spec.name, "input_shape": list(shape) if shape else None,
             "frames_per_video": frames, "threads": threads, "rounds": rounds}
 
 
@@ -240,49 +241,41 @@ def bench_llm(bundle_dir: Path, *, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16,
     import torch
 
     from vidjudge.server.bundle import load_bundle
-    from vidjudge.server.scorer.base import ScoreJob
-    from vidjudge.server.scorer.positions import mrope_positions
-    from vidjudge.server.scorer.transformers_backend import TransformersScorer
-    from vidjudge.server.types import EncodedVideo
+    from vidjudge.server.scorer.transformers_backend import TransformersLlm
+    from vidjudge.server.types import LlmRequest, PreprocessedVideo
 
     progress = progress or common.Progress()
     bundle = load_bundle(bundle_dir)
-    m = bundle.manifest
-    scorer = TransformersScorer(bundle.llm_path, video_token_id=bundle.video_token_id,
-                                merge_size=m.preprocess.merge_size, tokens_per_second=m.vision.tokens_per_second,
-                                threads=threads)
+    fam = bundle.family
+    scorer = TransformersLlm(bundle.llm_path, fam.transformers_adapter(), fam.tokenizer, threads=threads)
     rng = np.random.default_rng(0)
-    dims = [d for d in bundle.dimensions.values() if prompt or not d.requires_prompt]
-    grid = tuple(m.vision.grid_thw)
-    spgt = m.preprocess.temporal_patch_size / 2.0  # frames sampled at 2 fps
-    embeds = (0.2 * rng.standard_normal((m.vision.num_tokens, m.vision.hidden_size))).astype(np.float32)
-    video = EncodedVideo(embeds, grid, spgt)
-    jobs_all = [ScoreJob(bundle.prompt_ids(d, prompt), video, d.level_token_ids) for d in dims]
-    lengths = [len(j.prompt.prefix) + m.vision.num_tokens + len(j.prompt.suffix) for j in jobs_all]
+    dims = [d for d in bundle.dimensions.values()
+            if d.head == "level_token" and (prompt or not d.requires_prompt)]
+    (spec,) = fam.encoders()
+    # Random visual embeddings of the encoder's output shape, one temporal step per second (2 fps).
+    embeds = (0.2 * rng.standard_normal(spec.output_shape)).astype(np.float32)
+    video = fam.encoded(PreprocessedVideo(inputs={}, seconds_per_t=1.0), {spec.name: embeds})
+    jobs_all = [LlmRequest(fam.prompt(d.render_question(prompt), d.answer_prefix, video),
+                           bundle.heads[d.name].operation()) for d in dims]
+    lengths = [j.prompt.num_tokens for j in jobs_all]
 
     # Baseline, the reference way, on the scorer's own weights (no second copy of the model): the
     # decoder on the whole prompt, the LM head at every position (what HF's forward returns as
     # .logits by default), full-vocabulary log-softmax at the last position.
-    j = jobs_all[0]
-    p = len(j.prompt.prefix)
-    ids = torch.tensor([*j.prompt.prefix, *[bundle.video_token_id] * m.vision.num_tokens, *j.prompt.suffix])
-    pos = torch.from_numpy(mrope_positions(p, grid, m.preprocess.merge_size, spgt, m.vision.tokens_per_second,
-                                           len(j.prompt.suffix)))[:, None, :]
-    lm, head, embed = scorer._lm, scorer._head, scorer._embed
+    emb0, pos0 = scorer.adapter.inputs(scorer.model, jobs_all[0].prompt)
+    model = scorer.model
 
     def reference() -> int:
         with torch.inference_mode():
-            emb = embed(ids)[None].clone()
-            emb[0, p:p + m.vision.num_tokens] = torch.from_numpy(embeds)
-            hidden = lm(inputs_embeds=emb, position_ids=pos, use_cache=False).last_hidden_state
-            logits = head(hidden)
+            hidden, _ = model.decoder(emb0[None], torch.ones(1, emb0.shape[0], dtype=torch.long), pos0[:, None, :])
+            logits = model.lm_head(hidden)
             torch.log_softmax(logits[0, -1].double(), -1)
         return 1
 
     fns: dict[str, Callable[[], int]] = {"reference": reference}
     for b in batch_sizes:
         jobs = [jobs_all[i % len(jobs_all)] for i in range(b)]
-        fns[f"b={b}"] = (lambda jobs=jobs, b=b: (scorer.score(jobs), b)[1])
+        fns[f"b={b}"] = (lambda jobs=jobs, b=b: (scorer.run_blocking(jobs), b)[1])
     try:
         timed = common.interleaved(fns, rounds=rounds, min_time_s=min_time_s, warmup=1, progress=progress)
     finally:

@@ -266,14 +266,16 @@ def build_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
 
 def write_tiny_mlp(path: Path, seed: int = 0) -> Path:
     """Random weights of a regression head (fc1..fcN, LOVE's mlpscore layout) for the tiny model's hidden size.
-    The last bias is positive so that the final ReLU leaves most outputs above zero."""
+    The last layer is a small perturbation of a positive bias, so that after the final ReLU most outputs
+    land around 0.5 (a MOS around 50 once multiplied by 100) and still differ between videos."""
     import numpy as np
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(seed + 1)
     tensors = {}
     for i, (n_in, n_out) in enumerate(zip(MLP_LAYERS, MLP_LAYERS[1:]), start=1):
-        tensors[f"fc{i}.weight"] = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+        scale = (1.0 if n_out > 1 else 0.1) / np.sqrt(n_in)
+        tensors[f"fc{i}.weight"] = (rng.standard_normal((n_out, n_in)) * scale).astype(np.float32)
         tensors[f"fc{i}.bias"] = np.full(n_out, 0.1 if n_out > 1 else 0.5, dtype=np.float32)
     path = Path(path)
     save_file(tensors, str(path))

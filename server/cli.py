@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from vidjudge.client.cli import DEFAULT_HOME, err, need_server_extra, print_results, setup_logging
+from vidjudge.client.cli import DEFAULT_HOME, err, need_server_extra, out, print_results, setup_logging
 
 app = typer.Typer(add_completion=False)
 

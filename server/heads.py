@@ -1,7 +1,7 @@
 """Scoring heads: a dimension's head turns one LLM operation's output into a result.
 
     head.operation()            -> the LlmOp to run on the dimension's prompt
-    head.result(output)         -> DimensionScore (or JudgeOutputError for the generate head)
+    head.result(output)         -> DimensionScore (with `error` set when this dimension alone failed)
 
 Heads know nothing of models or backends: the family lays the prompt out, the
 LLM backend runs the operation, the head reads the answer. One head per
@@ -174,9 +174,11 @@ class GenerateHead(Head):
         text = _expect(output, GeneratedText, self.dim.name).text
         value = self.dim.parse(text)
         if value is None:
-            raise JudgeOutputError(f"dimension {self.dim.name}: the judge's answer has no score matching "
-                                   f"{self.dim.score_pattern!r} on [{self.dim.scale_min:g}, {self.dim.scale_max:g}]: "
-                                   f"{text[:200]!r}")
+            # This dimension alone failed: never a default score. The text still goes back, to show why.
+            d = self.dim
+            return self._score(float("nan"), rationale=text, error=JudgeOutputError(
+                f"dimension {d.name}: the judge's answer has no score matching {d.score_pattern!r} on "
+                f"[{d.scale_min:g}, {d.scale_max:g}] (asked twice)"))
         return self._score(value, rationale=text)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vidjudge.errors import DeadlineExceeded, InvalidRequest, JudgeOutputError, ModelNotFound
+from vidjudge.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
 from vidjudge.server.admission import Admission
 from vidjudge.server.batching import Batcher, BatchWorker
 from vidjudge.server.bundle import Bundle
@@ -248,11 +248,7 @@ class Pipeline:
             if retry is None:
                 break
             question = retry
-        try:
-            return head.result(output)
-        except JudgeOutputError as e:
-            # This dimension alone failed; the others of the request still answer.
-            return DimensionScore(dim.name, float("nan"), dim.scale_min, dim.scale_max, head=dim.head, error=e)
+        return head.result(output)
 
     def _bind_gauges(self) -> None:
         """Gauges read the live values when scraped: exact, and nothing to keep in sync by hand."""

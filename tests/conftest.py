@@ -29,3 +29,29 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     from vidjudge.export.hf import export_tiny
 
     return export_tiny(tmp_path_factory.mktemp("bundle") / "tiny", checkpoint=tiny_checkpoint)
+
+
+# A generate-head dimension users could add to the tiny bundle's dimension file (no code, no re-export).
+GENERATE_DIMENSION = '''
+[[dimension]]
+name = "rated"
+head = "generate"
+description = "The judge rates the video in words and ends with a score line."
+question = "Describe the quality of this video, then rate it from 1 to 5 as 'Score: N'."
+answer_prefix = ""
+score_pattern = "Score:\\\\s*([1-5])"
+max_tokens = 12
+'''
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_all_heads(tmp_path_factory, tiny_bundle) -> Path:
+    """The tiny bundle with a generate dimension appended: every head (level_token, regression, yes_no,
+    generate) in one bundle."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("bundle-all-heads") / "tiny"
+    shutil.copytree(tiny_bundle, out)
+    with open(out / "dimensions.toml", "a") as f:
+        f.write(GENERATE_DIMENSION)
+    return out

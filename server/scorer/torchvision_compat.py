@@ -147,8 +147,9 @@ def install() -> None:
 
 PTH_NAME = "vidjudge_torchvision_stub.pth"  # sorts after setuptools' __editable__ finders, which it imports
 # VIDJUDGE_TORCHVISION_STUB=0 switches it off for one process (tests start clean interpreters that way).
-_PTH_LINE = ("import os, vidjudge.server.scorer.torchvision_compat as _vj_tv; "
-             "os.environ.get('VIDJUDGE_TORCHVISION_STUB', '1') != '0' and _vj_tv.install()\n")
+# Nothing of vidjudge is imported when it is off.
+_PTH_LINE = ("import os; os.environ.get('VIDJUDGE_TORCHVISION_STUB', '1') != '0' and "
+             "__import__('vidjudge.server.scorer.torchvision_compat', fromlist=['install']).install()\n")
 
 
 def pth_path(site_dir: str | None = None) -> str:

@@ -283,7 +283,7 @@ class VllmLlm(LlmBackend):
         import numpy as np
 
         if isinstance(op, LastHiddenState):
-            return HiddenState(np.asarray(final.outputs.embedding, dtype=np.float32))
+            return HiddenState(final.outputs.data.float().cpu().numpy())
         out = final.outputs[0] if final.outputs else None
         if isinstance(op, NextTokenLogprobs):
             if out is None or not out.logprobs:

@@ -108,8 +108,8 @@ def test_fullsize_small_preset_builds_a_bundle_the_server_accepts(tmp_path):
     assert fullsize_bundle.main([str(out), "--preset", "small", "--height", "112", "--width", "112",
                                  "--report", str(report)]) == 0
     bundle = load_bundle(out)
-    assert bundle.manifest.llm.vocab_size == 152064
-    assert bundle.manifest.frames.num_frames == 8 and bundle.manifest.vision.grid_thw == (4, 8, 8)
+    assert json.loads((out / "llm" / "config.json").read_text())["text_config"]["vocab_size"] == 152064
+    assert bundle.manifest.views["frames"].num_frames == 8 and bundle.family.grid == (4, 8, 8)
     assert set(bundle.dimensions) == {"visual_quality", "text_alignment"}
     assert not (tmp_path / "small.checkpoint").exists()  # the intermediate checkpoint was removed
     cfg = json.loads((out / "llm" / "config.json").read_text())

@@ -44,7 +44,8 @@ def test_score_prints_json_lines_and_exits_nonzero_naming_each_failure(server, v
     assert r.returncode == 1, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert [Path(x["file"]).name for x in lines] == ["gradient.mp4", "bad.mp4", "missing.mp4"]
-    assert set(lines[0]["scores"]) == {"visual_quality", "text_alignment"}
+    assert set(lines[0]["scores"]) == {"visual_quality", "text_alignment", "quality_regression"}
+    assert lines[0]["scores"]["quality_regression"]["head"] == "regression"
     assert lines[1]["error"]["code"] == "INVALID_ARGUMENT" and lines[1]["error"]["reason"] == "not_a_video"
     assert lines[2]["error"]["reason"] == "file_not_found"
     assert "2 of 3 file(s) failed" in r.stderr

@@ -28,9 +28,13 @@ if AV1:
 def check_result(r, dims=("visual_quality",)):
     assert set(dims) <= set(r.scores)
     for s in r.scores.values():
-        assert s.scale_min <= s.score <= s.scale_max
-        assert list(s.levels) == ["excellent", "good", "fair", "poor", "bad"]
-        assert sum(s.levels.values()) == pytest.approx(1.0, abs=1e-6)
+        assert s.ok, s.error
+        if s.head == "level_token":
+            assert s.scale_min <= s.score <= s.scale_max
+            assert list(s.levels) == ["excellent", "good", "fair", "poor", "bad"]
+            assert sum(s.levels.values()) == pytest.approx(1.0, abs=1e-6)
+        else:  # regression: the tiny random MLP's output, x100 (not clipped to the nominal scale)
+            assert s.head == "regression" and np.isfinite(s.score) and s.score >= 0
     assert r.timings["total_s"] > 0 and r.timings["decode_s"] > 0 and r.timings["encode_s"] > 0
     assert r.timings["llm_s"] > 0
 
@@ -48,7 +52,8 @@ def test_health_reflection_and_list_models(server):
     with JudgeClient(server.address) as c:
         (m,) = c.list_models()
         assert m.name == "tiny-qwen2_5_vl" and m.is_default and m.num_frames == 8
-        assert {d.name: d.requires_prompt for d in m.dimensions} == {"visual_quality": False, "text_alignment": True}
+        assert {d.name: d.requires_prompt for d in m.dimensions} == {
+            "visual_quality": False, "text_alignment": True, "quality_regression": False, "qa": False}
 
 
 @pytest.mark.parametrize("codec, container", CODECS)
@@ -67,7 +72,8 @@ def test_inline_and_path_give_the_same_scores_and_are_deterministic(server, vide
         a = c.score(v)
         b = c.score(str(v), server_path=True)
         n = c.score(video_dir / "noise.mp4")
-    assert set(a.scores) == {"visual_quality"}  # no prompt: only dimensions that need none
+    # No prompt (and no QA question): only the dimensions that need neither.
+    assert set(a.scores) == {"visual_quality", "quality_regression"}
     assert a.scores["visual_quality"].score == pytest.approx(b.scores["visual_quality"].score, abs=BATCH_TOL)
     assert a.scores["visual_quality"].score != pytest.approx(n.scores["visual_quality"].score, abs=1e-6)
 

@@ -50,16 +50,16 @@ def clips(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_bundle, clips):
+def servers(tiny_bundle_all_heads, clips):
     from vidjudge.server.app import ServerThread
 
     allowed = clips[0].parent
     t0 = time.perf_counter()
-    vllm = ServerThread(make_config(tiny_bundle, allowed, **{"scorer.backend": "vllm",
+    vllm = ServerThread(make_config(tiny_bundle_all_heads, allowed, **{"scorer.backend": "vllm",
                                                              "scorer.block_size": BLOCK})).start()
     started = time.perf_counter() - t0
     try:
-        ref = ServerThread(make_config(tiny_bundle, allowed)).start()
+        ref = ServerThread(make_config(tiny_bundle_all_heads, allowed)).start()
     except BaseException:
         vllm.stop()
         raise
@@ -127,6 +127,27 @@ def test_served_scores_match_the_transformers_backend(servers, clips):
 
 
 @needs_vllm
+def test_every_head_matches_the_transformers_backend(servers, clips):
+    """Regression (pooling engine: last hidden state), yes/no (log-probs of two words) and generate (greedy
+    text): vLLM and transformers serve the same numbers and the same text over gRPC."""
+    vllm, ref = servers
+    question = {"qa": {"question": "Is the pattern moving?"}}
+    dims = ["quality_regression", "qa", "rated"]
+    texts = []
+    with JudgeClient(vllm.address) as cv, JudgeClient(ref.address) as cr:
+        for clip in clips[:2]:
+            got, want = (c.score(clip, dimensions=dims, inputs=question) for c in (cv, cr))
+            g, w = got.scores, want.scores
+            assert g["quality_regression"].score == pytest.approx(w["quality_regression"].score, abs=1e-3)
+            np.testing.assert_allclose(list(g["qa"].levels.values()), list(w["qa"].levels.values()), atol=PROB_TOL)
+            assert g["qa"].answer == w["qa"].answer
+            assert g["rated"].rationale == w["rated"].rationale and g["rated"].rationale
+            assert (g["rated"].error is None) == (w["rated"].error is None)
+            texts.append(g["rated"].rationale)
+    print(f"\ngenerated (same on both backends): {texts}")
+
+
+@needs_vllm
 def test_level_logprobs_match_the_reference_scorer_on_the_same_embeddings(servers, tiny_bundle):
     """Scorer against scorer (sync `score()`, run on the server's loop), many jobs batched in the engine."""
     vllm, ref = servers
@@ -150,7 +171,7 @@ def test_expired_request_is_refused_and_leaves_nothing_in_the_engine(servers, cl
             c.score(clips[0], prompt=PROMPT, timeout=0.001)
         assert _wait_idle(scorer) == 0
         r = c.score(clips[0], prompt=PROMPT)
-    assert set(r.scores) == {"visual_quality", "text_alignment", "quality_regression"}
+    assert set(r.scores) == {"visual_quality", "text_alignment", "quality_regression", "rated"}
     assert _wait_idle(scorer) == 0
 
 

@@ -8,8 +8,8 @@ from vidjudge.errors import DeadlineExceeded, InvalidVideo, Overloaded
 class FakeRpcError(grpc.RpcError):
     """A failed call as grpc reports it (code, details, trailing metadata)."""
 
-    def __init__(self, code, details="", reason=None):
-        self._code, self._details, self._reason = code, details, reason
+    def __init__(self, code, details="", reason=None, kind=None):
+        self._code, self._details, self._reason, self._kind = code, details, reason, kind
 
     def code(self):
         return self._code
@@ -18,7 +18,7 @@ class FakeRpcError(grpc.RpcError):
         return self._details
 
     def trailing_metadata(self):
-        return (("vidjudge-reason", self._reason),) if self._reason else ()
+        return tuple((k, v) for k, v in (("vidjudge-reason", self._reason), ("vidjudge-error", self._kind)) if v)
 
 
 def test_retryable_codes_back_off_until_attempts_run_out():
@@ -38,7 +38,8 @@ def test_final_codes_raise_their_typed_error_at_once():
     a = Attempts(RetryPolicy(), timeout=10, target="t")
     a.time_left()
     with pytest.raises(InvalidVideo) as e:
-        a.pause_after(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "no video stream", "no_video_stream"))
+        a.pause_after(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "no video stream", "no_video_stream",
+                                   "InvalidVideo"))
     assert e.value.reason == "no_video_stream"
 
 

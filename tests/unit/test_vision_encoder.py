@@ -13,6 +13,7 @@ import torch
 
 from vidjudge.export.vision import (
     FixedGridVisionEncoder,
+    build_encoder,
     dense_mask,
     export_vision_onnx,
     full_cu_seqlens,
