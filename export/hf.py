@@ -57,9 +57,10 @@ def _render_prompt_template(llm_dir: Path, video_token: str) -> str:
 
 def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int = 448, width: int = 448,
               name: str | None = None, overwrite: bool = False, extra_dimensions: list[dict[str, Any]] = (),
-              heads: dict[str, Any] | None = None) -> Path:
+              heads: dict[str, Any] | None = None, adapters: dict[str, Path] | None = None) -> Path:
     """extra_dimensions: dimension tables beyond the built-in ones; heads: name -> (safetensors path to copy
-    into heads/, bundle.HeadRecord fields) for regression dimensions."""
+    into heads/, bundle.HeadRecord fields) for regression dimensions; adapters: name -> a LoRA adapter
+    directory in PEFT format (adapter_config.json + adapter_model.safetensors), copied into adapters/."""
     from vidjudge.export.vision import export_vision_onnx
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -98,6 +99,16 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
         shutil.copy2(weights, out / rel)
         head_records[head_name] = {**record, "file": rel}
 
+    adapter_records = {}
+    for adapter_name, src in (adapters or {}).items():
+        conf = Path(src) / "adapter_config.json"
+        if not conf.is_file() or not (Path(src) / "adapter_model.safetensors").is_file():
+            raise ExportError(f"adapter {adapter_name}: {src} is not a PEFT LoRA directory "
+                              "(adapter_config.json and adapter_model.safetensors)")
+        rel = f"adapters/{adapter_name}"
+        shutil.copytree(src, out / rel, ignore=shutil.ignore_patterns("README.md"))
+        adapter_records[adapter_name] = {"path": rel, "rank": int(json.loads(conf.read_text())["r"])}
+
     pre = {}
     if (checkpoint / "preprocessor_config.json").is_file():
         pre = json.loads((checkpoint / "preprocessor_config.json").read_text())
@@ -117,6 +128,7 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
                                 output_shape=(n_tokens, vc.get("out_hidden_size", tc.get("hidden_size"))))},
         llm=dict(path="llm", prompt_template=_render_prompt_template(llm_dir, video_token)),
         heads=head_records,
+        adapters=adapter_records,
         family_config=dict(patch_size=patch, temporal_patch_size=tpatch, merge_size=merge,
                            mean=tuple(pre.get("image_mean", CLIP_MEAN)), std=tuple(pre.get("image_std", CLIP_STD)),
                            tokens_per_second=vc.get("tokens_per_second", 2), video_token=video_token),
@@ -129,15 +141,17 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
 def export_tiny(out: Path, *, seed: int = 0, overwrite: bool = False, checkpoint: Path | None = None) -> Path:
     """A tiny random-weight bundle, built offline in seconds through the same path as real checkpoints:
     the built-in level-token dimensions plus a regression dimension (a tiny random MLP head) and a
-    yes/no QA dimension, so every head can be exercised. `checkpoint`: an already built tiny checkpoint
-    (tests build it once); by default one is built from `seed`."""
+    yes/no QA dimension, so every head can be exercised, and a random LoRA adapter `sharp` that a
+    dimension can name. `checkpoint`: an already built tiny checkpoint (tests build it once); by default
+    one is built from `seed`."""
     import tempfile
 
-    from vidjudge.export.tiny import TINY_DIMENSIONS, build_tiny_checkpoint, write_tiny_mlp
+    from vidjudge.export.tiny import TINY_DIMENSIONS, build_tiny_checkpoint, write_tiny_lora, write_tiny_mlp
 
     with tempfile.TemporaryDirectory(prefix="vidjudge-tiny-") as tmp:
         ckpt = checkpoint or build_tiny_checkpoint(Path(tmp) / "tiny-qwen2_5_vl", seed=seed)
         mlp = write_tiny_mlp(Path(tmp) / "quality_mlp.safetensors", seed=seed)
+        lora = write_tiny_lora(ckpt, Path(tmp) / "sharp", seed=seed)
         return export_hf(ckpt, out, num_frames=8, height=112, width=112, name="tiny-qwen2_5_vl",
-                         overwrite=overwrite, extra_dimensions=TINY_DIMENSIONS,
+                         overwrite=overwrite, extra_dimensions=TINY_DIMENSIONS, adapters={"sharp": lora},
                          heads={"quality_mlp": (mlp, {"kind": "mlp", "activation": "relu", "final_activation": True})})

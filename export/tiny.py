@@ -282,6 +282,28 @@ def write_tiny_mlp(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_tiny_lora(checkpoint_dir: Path, out_dir: Path, seed: int = 0, rank: int = 8) -> Path:
+    """A random LoRA adapter (PEFT format) on the tiny model's language model (attention q/v/o projections),
+    as a fine-tune of a judge is shipped. PEFT initialises B to zero (no effect); random A and B make the
+    adapter change the scores, so tests can tell it is applied."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(checkpoint_dir, dtype=torch.float32)
+    # q_proj / v_proj / o_proj exist in the language model only (the vision tower has qkv / proj).
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj", "o_proj"],
+                        lora_dropout=0.0, bias="none")
+    peft_model = get_peft_model(model, config)
+    gen = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    peft_model.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     import sys
 

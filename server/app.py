@@ -63,7 +63,9 @@ def derived_max_model_len(bundle: Bundle, config: Config) -> int:
 def create_llm_for(bundle: Bundle, config: Config, metrics: Metrics | None = None):
     """The LLM backend: vLLM on a GPU machine where it imports, else transformers (reasons logged)."""
     sc = config.scorer
-    adapters = {name: bundle.adapter_path(name) for name in bundle.manifest.adapters}
+    # Only adapters some dimension names are loaded (vLLM pays for LoRA support in every step).
+    used = sorted({d.adapter for d in bundle.dimensions.values() if d.adapter is not None})
+    adapters = {name: bundle.adapter_path(name) for name in used}
     want_vllm = sc.backend == "vllm"
     if sc.backend == "auto":
         want_vllm = gpu_available()

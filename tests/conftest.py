@@ -41,13 +41,20 @@ question = "Describe the quality of this video, then rate it from 1 to 5 as 'Sco
 answer_prefix = ""
 score_pattern = "Score:\\\\s*([1-5])"
 max_tokens = 12
+
+[[dimension]]
+name = "visual_quality_sharp"
+description = "visual_quality judged through the bundle's LoRA adapter 'sharp'."
+question = "How is the visual quality of this video?"
+answer_prefix = "The quality of the video is"
+adapter = "sharp"
 '''
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle_all_heads(tmp_path_factory, tiny_bundle) -> Path:
-    """The tiny bundle with a generate dimension appended: every head (level_token, regression, yes_no,
-    generate) in one bundle."""
+    """The tiny bundle with a generate dimension and a dimension on its LoRA adapter appended: every head
+    (level_token, regression, yes_no, generate) and adapters in one bundle."""
     import shutil
 
     out = tmp_path_factory.mktemp("bundle-all-heads") / "tiny"

@@ -97,6 +97,28 @@ def test_regression_and_yes_no_match_the_untouched_hf_model(server, video_dir, r
             assert qa.answer == want and qa.answer_probability == pytest.approx(ref["p"].max(), abs=PROB_TOL)
 
 
+def test_a_lora_adapter_is_applied_exactly_as_peft_applies_it(server, tiny_bundle_all_heads, video_dir):
+    """visual_quality_sharp names the bundle's LoRA adapter: its level probabilities equal the untouched
+    HF model wrapped by PEFT with that adapter, and differ from the base model's."""
+    from peft import PeftModel
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    bundle = load_bundle(tiny_bundle_all_heads)
+    d = bundle.dimensions["visual_quality_sharp"]
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(bundle.llm_path, dtype=torch.float32).eval()
+    model = PeftModel.from_pretrained(base, str(bundle.adapter_path("sharp"))).eval()
+    video = video_dir / "gradient.mp4"
+    h = hf_last_hidden(bundle, model.base_model.model, video, d.render_question(""), d.answer_prefix)
+    lp = torch.log_softmax(model.base_model.model.lm_head(h.float()).double(), -1)[list(d.level_token_ids)]
+    want_score, want_p = d.score(lp.detach().numpy())
+    with JudgeClient(server.address) as c:
+        r = c.score(video, dimensions=["visual_quality", "visual_quality_sharp"])
+    got = r.scores["visual_quality_sharp"]
+    np.testing.assert_allclose(list(got.levels.values()), want_p, atol=PROB_TOL)
+    assert got.score == pytest.approx(want_score, abs=1e-4)
+    assert abs(got.score - r.scores["visual_quality"].score) > 1e-3  # the adapter changes the answer
+
+
 def test_generate_returns_the_text_and_a_score_or_a_typed_error_for_that_dimension_only(server, video_dir):
     with JudgeClient(server.address) as c:
         r = c.score(video_dir / "gradient.mp4", dimensions=["rated", "visual_quality"])
@@ -130,4 +152,5 @@ def test_inputs_are_checked_and_named(server, video_dir):
     dims = {d.name: d for d in models[0].dimensions}
     assert dims["qa"].inputs == ("question",) and dims["qa"].head == "yes_no"
     assert {d.head for d in dims.values()} == {"level_token", "regression", "yes_no", "generate"}
+    assert dims["visual_quality_sharp"].adapter == "sharp" and models[0].adapters == ("sharp",)
     assert [v.name for v in models[0].views] == ["frames"] and models[0].encoder_backends == {"vision": "onnxruntime-cpu"}
