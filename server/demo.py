@@ -53,7 +53,9 @@ def run_demo(home: Path, print_rows: Callable[[list], int], console) -> int:
             t = time.perf_counter()
             for i, v in enumerate(videos):
                 try:
-                    r = client.score(v, prompt=DEMO_PROMPTS.get(i, "a short video"))
+                    # Every dimension of the tiny bundle: the QA one with a question of its own.
+                    r = client.score(v, prompt=DEMO_PROMPTS.get(i, "a short video"),
+                                     inputs={"qa": {"question": "Does something move in this video?"}})
                     rows.append((v.name, r))
                 except VidjudgeError as e:
                     rows.append((v.name, e))

@@ -57,6 +57,18 @@ def test_models_lists_dimensions(server):
     r = run("models", "--server", server.address)
     assert r.returncode == 0
     assert "tiny-qwen2_5_vl (default)" in r.stdout and "text_alignment" in r.stdout and "needs prompt" in r.stdout
+    assert "qa [0-1] yes_no yes/no (needs input qa.question)" in r.stdout, r.stdout
+    assert "quality_regression [0-100] regression" in r.stdout and "frames: 8 frames of 112x112" in r.stdout
+
+
+def test_score_passes_per_dimension_inputs(server, video_dir):
+    r = run("score", video_dir / "gradient.mp4", "--server", server.address, "--json", "-d", "qa",
+            "-i", "qa.question=Is the picture a gradient?")
+    assert r.returncode == 0, r.stderr
+    qa = json.loads(r.stdout)["scores"]["qa"]
+    assert qa["head"] == "yes_no" and qa["answer"] in ("yes", "no") and 0.5 <= qa["answer_probability"] <= 1
+    r = run("score", video_dir / "gradient.mp4", "--server", server.address, "-i", "question=no dimension")
+    assert r.returncode == 2 and "DIMENSION.FIELD=VALUE" in r.stderr
 
 
 def free_port() -> int:
