@@ -40,6 +40,8 @@ class Metrics:
                 ("waiting", "Requests waiting in the engine's scheduler"),
             )
         }
+        self.shared_joins = Gauge("vidjudge_shared_video_joins", "Requests that joined the decode/encode of the "
+                                  "same video already in flight for another request (since start)", registry=r)
         self.decoder_restarts = Gauge("vidjudge_decoder_restarts", "Decode workers replaced after a crash or timeout",
                                       registry=r)
 

@@ -14,6 +14,7 @@ before each backend; a cancelled call cancels its pending work.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from vidjudge.server.bundle import Bundle
 from vidjudge.server.config import Config
 from vidjudge.server.media import video_source
 from vidjudge.server.metrics import Metrics
+from vidjudge.server.shared import SharedWork, content_key
 from vidjudge.server.types import DimensionScore, EncodedVideo, LlmRequest, StageTimings, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,25 @@ class ModelRunner:
         self.llm.close()
 
 
+@dataclass
+class _Visual:
+    """What one decode + encode gives every request for that video."""
+
+    encoded: EncodedVideo
+    info: VideoInfo
+    timings: StageTimings  # queue, decode, preprocess, encode
+
+
+@dataclass
+class _Stage:
+    """The stage shared visual work is in, for the deadline message of each of its waiters."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def _remaining(deadline: float | None) -> float | None:
     if deadline is None:
         return None
@@ -107,7 +128,7 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
-async def _wait(work, deadline: float | None, stage: str):
+async def _wait(work, deadline: float | None, stage):
     """Await a stage's work (a concurrent Future or an awaitable) within the deadline; on timeout or
     cancellation the work is cancelled too (a cancelled vLLM scoring task aborts its engine request)."""
     aw = asyncio.wrap_future(work) if isinstance(work, Future) else asyncio.ensure_future(work)
@@ -136,6 +157,7 @@ class Pipeline:
         self._limits = config.limits.decode_limits()
         # Preprocessing is NumPy work that releases the GIL; keep it off the event loop.
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidjudge-preprocess")
+        self._shared = SharedWork()
         self._bind_gauges()
 
     # -- validation (cheap, before admission) ---------------------------------------------
@@ -195,46 +217,61 @@ class Pipeline:
         return result
 
     async def _score(self, runner: ModelRunner, dims: list, req: ScoreRequestData, t0: float) -> ScoreResult:
-        timings = StageTimings()
-        loop = asyncio.get_running_loop()
-        family = runner.family
         source = video_source(req.data, req.path, self._allowed, self._limits.max_bytes)
-
-        # 1. Decode the family's views in a worker process (queue time = waiting for a free worker).
         _remaining(req.deadline)
+
+        # 1-3. Decode, preprocess, encode: shared with concurrent requests for the same content. This
+        #      request waits with its own deadline; the work stops only when no request waits for it.
+        big = source.data is not None and len(source.data) > (1 << 20)
+        key = (runner.bundle.name, await asyncio.get_running_loop().run_in_executor(self._cpu, content_key, source)
+               if big else content_key(source))
+        stage = _Stage("decode")
+        visual = await self._shared.run(key, lambda: self._visual(runner, source, stage),
+                                        lambda work: _wait(work, req.deadline, stage))
+        timings = dataclasses.replace(visual.timings)
+
+        # 4. One LLM operation per dimension (batched with other requests'), read by its head.
         t = time.perf_counter()
-        decoded = await _wait(self.decode_pool.submit(source, runner.decode_request), req.deadline, "decode")
+        rid = f"vj-{uuid.uuid4().hex}"
+        scores = await _wait(asyncio.gather(*(self._dimension(runner, d, req, visual.encoded, f"{rid}-{d.name}")
+                                              for d in dims)), req.deadline, "llm")
+        timings.llm_s = time.perf_counter() - t
+
+        timings.total_s = time.perf_counter() - t0
+        m = self.metrics.stage_seconds
+        for name in ("queue", "decode", "preprocess", "encode", "llm"):
+            m.labels(name).observe(getattr(timings, f"{name}_s"))
+        self.metrics.request_seconds.observe(timings.total_s)
+        return ScoreResult(runner.bundle.name, list(scores), timings, visual.info)
+
+    async def _visual(self, runner: ModelRunner, source, stage: "_Stage") -> "_Visual":
+        """Decode, preprocess and encode one video (no deadline of its own: its waiters have theirs, and it
+        is cancelled when none is left, which drops its queued decode and batch items)."""
+        timings = StageTimings()
+        family = runner.family
+        # 1. Decode the family's views in a worker process (queue time = waiting for a free worker).
+        t = time.perf_counter()
+        decoded = await _wait(self.decode_pool.submit(source, runner.decode_request), None, "decode")
         total_decode = time.perf_counter() - t
         # The worker times the decode itself; the rest was waiting for a free worker.
         timings.decode_s = decoded.decode_s or total_decode
         timings.queue_s = max(0.0, total_decode - timings.decode_s)
 
         # 2. Preprocess (the family's resize/normalise/patchify) off the event loop.
+        stage.name = "preprocess"
         t = time.perf_counter()
-        pre = await loop.run_in_executor(self._cpu, family.preprocess, decoded)
+        pre = await asyncio.get_running_loop().run_in_executor(self._cpu, family.preprocess, decoded)
         timings.preprocess_s = time.perf_counter() - t
 
         # 3. Encode with each of the family's encoders, batched with other requests' videos.
+        stage.name = "encode"
         t = time.perf_counter()
         names = list(runner.encode_workers)
-        outs = await _wait(asyncio.gather(*(_wait(runner.encode_workers[n].submit(pre.inputs[n], req.deadline),
-                                                  req.deadline, "encode") for n in names)), req.deadline, "encode")
+        outs = await asyncio.gather(*(_wait(runner.encode_workers[n].submit(pre.inputs[n]), None, "encode")
+                                      for n in names))
         encoded = family.encoded(pre, dict(zip(names, outs)))
         timings.encode_s = time.perf_counter() - t
-
-        # 4. One LLM operation per dimension (batched with other requests'), read by its head.
-        t = time.perf_counter()
-        rid = f"vj-{uuid.uuid4().hex}"
-        scores = await _wait(asyncio.gather(*(self._dimension(runner, d, req, encoded, f"{rid}-{d.name}")
-                                              for d in dims)), req.deadline, "llm")
-        timings.llm_s = time.perf_counter() - t
-
-        timings.total_s = time.perf_counter() - t0
-        m = self.metrics.stage_seconds
-        for stage in ("queue", "decode", "preprocess", "encode", "llm"):
-            m.labels(stage).observe(getattr(timings, f"{stage}_s"))
-        self.metrics.request_seconds.observe(timings.total_s)
-        return ScoreResult(runner.bundle.name, list(scores), timings, decoded.info)
+        return _Visual(encoded, decoded.info, timings)
 
     async def _dimension(self, runner: ModelRunner, dim, req: ScoreRequestData, encoded: EncodedVideo,
                          request_id: str) -> DimensionScore:
@@ -254,6 +291,7 @@ class Pipeline:
         """Gauges read the live values when scraped: exact, and nothing to keep in sync by hand."""
         m, runners = self.metrics, list(self.runners.values())
         m.in_flight.set_function(lambda: self.admission.in_flight)
+        m.shared_joins.set_function(lambda: self._shared.joined)
         m.decoder_restarts.set_function(lambda: getattr(self.decode_pool, "restarts", 0))
         m.queue_depth.labels("decode").set_function(lambda: getattr(self.decode_pool, "pending", 0))
         m.queue_depth.labels("encode").set_function(

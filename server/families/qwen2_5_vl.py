@@ -91,8 +91,10 @@ class Qwen25VLFamily(Family):
         if VIEW not in manifest.views or ENCODER not in manifest.encoders:
             raise ValueError(f"a {self.name} bundle needs view '{VIEW}' and encoder '{ENCODER}'")
         v = manifest.views[VIEW]
-        if v.sampler != "segment_centres" or v.resize != "bicubic" or not v.height or not v.width:
-            raise ValueError(f"view '{VIEW}': {self.name} samples segment centres resized bicubically to a fixed size")
+        if v.sampler != "segment_centres" or v.resize != "bicubic" or not v.height or not v.width or v.options:
+            raise ValueError(f"view '{VIEW}': {self.name} samples segment centres resized bicubically to a fixed "
+                             f"size, with no options (got sampler {v.sampler!r}, resize {v.resize!r}, "
+                             f"options {v.options})")
         self.view = v
         self.grid = grid_for(v.num_frames, v.height, v.width, self.patch)
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2] // c.merge_size**2
