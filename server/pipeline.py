@@ -32,7 +32,7 @@ from vidjudge.server.bundle import Bundle
 from vidjudge.server.config import Config
 from vidjudge.server.media import video_source
 from vidjudge.server.metrics import Metrics
-from vidjudge.server.shared import SharedWork, content_key
+from vidjudge.server.shared import Progress, SharedWork, content_key
 from vidjudge.server.types import DimensionScore, EncodedVideo, LlmRequest, StageTimings, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -107,16 +107,6 @@ class _Visual:
     encoded: EncodedVideo
     info: VideoInfo
     timings: StageTimings  # queue, decode, preprocess, encode
-
-
-@dataclass
-class _Stage:
-    """The stage shared visual work is in, for the deadline message of each of its waiters."""
-
-    name: str
-
-    def __str__(self) -> str:
-        return self.name
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -225,9 +215,8 @@ class Pipeline:
         big = source.data is not None and len(source.data) > (1 << 20)
         key = (runner.bundle.name, await asyncio.get_running_loop().run_in_executor(self._cpu, content_key, source)
                if big else content_key(source))
-        stage = _Stage("decode")
-        visual = await self._shared.run(key, lambda: self._visual(runner, source, stage),
-                                        lambda work: _wait(work, req.deadline, stage))
+        visual = await self._shared.run(key, lambda progress: self._visual(runner, source, progress),
+                                        lambda work, progress: _wait(work, req.deadline, progress))
         timings = dataclasses.replace(visual.timings)
 
         # 4. One LLM operation per dimension (batched with other requests'), read by its head.
@@ -244,11 +233,12 @@ class Pipeline:
         self.metrics.request_seconds.observe(timings.total_s)
         return ScoreResult(runner.bundle.name, list(scores), timings, visual.info)
 
-    async def _visual(self, runner: ModelRunner, source, stage: "_Stage") -> "_Visual":
+    async def _visual(self, runner: ModelRunner, source, progress: Progress) -> "_Visual":
         """Decode, preprocess and encode one video (no deadline of its own: its waiters have theirs, and it
         is cancelled when none is left, which drops its queued decode and batch items)."""
         timings = StageTimings()
         family = runner.family
+        progress.stage = "decode"
         # 1. Decode the family's views in a worker process (queue time = waiting for a free worker).
         t = time.perf_counter()
         decoded = await _wait(self.decode_pool.submit(source, runner.decode_request), None, "decode")
@@ -258,13 +248,13 @@ class Pipeline:
         timings.queue_s = max(0.0, total_decode - timings.decode_s)
 
         # 2. Preprocess (the family's resize/normalise/patchify) off the event loop.
-        stage.name = "preprocess"
+        progress.stage = "preprocess"
         t = time.perf_counter()
         pre = await asyncio.get_running_loop().run_in_executor(self._cpu, family.preprocess, decoded)
         timings.preprocess_s = time.perf_counter() - t
 
         # 3. Encode with each of the family's encoders, batched with other requests' videos.
-        stage.name = "encode"
+        progress.stage = "encode"
         t = time.perf_counter()
         names = list(runner.encode_workers)
         outs = await asyncio.gather(*(_wait(runner.encode_workers[n].submit(pre.inputs[n]), None, "encode")

@@ -23,8 +23,19 @@ from vidjudge.server.types import VideoSource
 
 
 @dataclass
+class Progress:
+    """Where shared work is, as its waiters see it (e.g. in their deadline messages)."""
+
+    stage: str = ""
+
+    def __str__(self) -> str:
+        return self.stage
+
+
+@dataclass
 class _Entry:
     task: asyncio.Future
+    progress: Progress
     waiters: int = 0
 
 
@@ -36,21 +47,23 @@ class SharedWork:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def run(self, key: Hashable, start: Callable[[], Awaitable[Any]],
-                  wait: Callable[[Awaitable[Any]], Awaitable[Any]]) -> Any:
-        """The result of the work for `key`, started now or joined. `wait(awaitable)` is how this
-        waiter waits (its deadline); it is given a shielded view, so this waiter timing out or being
-        cancelled does not cancel the work for the others."""
+    async def run(self, key: Hashable, start: Callable[[Progress], Awaitable[Any]],
+                  wait: Callable[[Awaitable[Any], Progress], Awaitable[Any]]) -> Any:
+        """The result of the work for `key`, started now (`start(progress)`, which may note its stage in
+        `progress`) or joined. `wait(awaitable, progress)` is how this waiter waits (its deadline); it is
+        given a shielded view, so this waiter timing out or being cancelled does not cancel the work for
+        the others."""
         entry = self._entries.get(key)
         if entry is None:
-            entry = _Entry(asyncio.ensure_future(start()))
+            progress = Progress()
+            entry = _Entry(asyncio.ensure_future(start(progress)), progress)
             self._entries[key] = entry
             entry.task.add_done_callback(lambda _t, key=key, entry=entry: self._forget(key, entry))
         else:
             self.joined += 1
         entry.waiters += 1
         try:
-            return await wait(asyncio.shield(entry.task))
+            return await wait(asyncio.shield(entry.task), entry.progress)
         finally:
             entry.waiters -= 1
             if entry.waiters == 0 and not entry.task.done():

@@ -9,14 +9,14 @@ from vidjudge.server.types import VideoSource
 
 
 def _timeout(seconds):
-    return lambda work: asyncio.wait_for(work, seconds)
+    return lambda work, progress: asyncio.wait_for(work, seconds)
 
 
 def test_concurrent_waiters_share_one_run_and_late_ones_start_anew():
     async def main():
         shared, started = SharedWork(), []
 
-        async def work():
+        async def work(progress):
             started.append(1)
             await asyncio.sleep(0.05)
             return len(started)
@@ -33,7 +33,7 @@ def test_a_waiter_leaving_does_not_stop_the_work_for_the_others():
     async def main():
         shared, finished = SharedWork(), asyncio.Event()
 
-        async def work():
+        async def work(progress):
             await asyncio.sleep(0.2)
             finished.set()
             return "done"
@@ -55,7 +55,7 @@ def test_the_work_stops_when_no_waiter_is_left_and_failures_reach_every_waiter()
     async def main():
         shared, state = SharedWork(), {}
 
-        async def slow():
+        async def slow(progress):
             try:
                 await asyncio.sleep(5)
             except asyncio.CancelledError:
@@ -66,7 +66,7 @@ def test_the_work_stops_when_no_waiter_is_left_and_failures_reach_every_waiter()
         await asyncio.gather(*waiters, return_exceptions=True)
         await asyncio.sleep(0)
 
-        async def broken():
+        async def broken(progress):
             await asyncio.sleep(0.01)
             raise ValueError("not a video")
 
@@ -89,3 +89,28 @@ def test_content_keys(tmp_path):
     assert k == content_key(VideoSource(path=p))
     p.write_bytes(b + b"!")  # rewritten: size (and mtime) change the key
     assert content_key(VideoSource(path=p)) != k
+
+
+def test_every_waiter_sees_where_the_shared_work_is():
+    async def main():
+        shared, seen = SharedWork(), []
+
+        async def work(progress):
+            progress.stage = "decode"
+            await asyncio.sleep(0.02)
+            progress.stage = "encode"
+            await asyncio.sleep(0.2)
+
+        def wait(work, progress):
+            async def waiting():
+                try:
+                    return await asyncio.wait_for(work, 0.1)
+                except asyncio.TimeoutError:
+                    seen.append(str(progress))
+                    raise
+            return waiting()
+
+        await asyncio.gather(shared.run("k", work, wait), shared.run("k", work, wait), return_exceptions=True)
+        return seen
+
+    assert asyncio.run(main()) == ["encode", "encode"]  # the joiner too, not only the one that started it
