@@ -278,6 +278,15 @@ def demo(home: Path = typer.Option(DEFAULT_HOME / "demo", help="Where the tiny b
         raise typer.Exit(1)
 
 
+# Offline rescoring and analysis (the `rescore` extra); the modules import only typer and rich at load.
+from vidjudge.client.analysis.cli import eval_cmd, leaderboard_cmd  # noqa: E402
+from vidjudge.client.rescore.cli import rescore_cmd  # noqa: E402
+
+app.command("rescore")(rescore_cmd)
+app.command("eval")(eval_cmd)
+app.command("leaderboard")(leaderboard_cmd)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,2 @@
+def eval_cmd(): pass
+def leaderboard_cmd(): pass
