@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vidjudge.client.rescore.rows import process_name
 from vidjudge.client.rescore.types import DimensionSpec, Job, JudgeInfo, warn_inputs_dropped
 from vidjudge.errors import InternalError, ModelNotFound, VidjudgeError
 from vidjudge.server.app import build_pipeline
@@ -68,6 +69,7 @@ class InProcessScorer:
             raise ModelNotFound(f"no model named '{self.model}' (loaded: {', '.join(self.pipeline.runners)})")
         self.info = judge_info(runner.bundle)
         self.timeout = timeout
+        self.name = process_name()
 
     def request(self, job: Job) -> ScoreRequestData:
         kw: dict[str, Any] = dict(model=self.model, data=job.data, prompt=job.prompt, dimensions=job.dimensions,
@@ -80,7 +82,7 @@ class InProcessScorer:
         return ScoreRequestData(**kw)
 
     async def score(self, job: Job):
-        return await self.pipeline.score(self.request(job))
+        return await self.pipeline.score(self.request(job)), self.name
 
     async def aclose(self) -> None:
         self.pipeline.close()
@@ -134,12 +136,13 @@ class RayPipelineActor:
                 data = await asyncio.to_thread(read_bytes, j["path"], self.max_bytes)
                 job = Job(key=j["job_key"], data=data, prompt=j["prompt"] or "", dimensions=dims,
                           inputs=json.loads(j["inputs"] or "{}"), video_sha256=j["video_sha256"])
-                fields = result_fields(await self.scorer.score(job))
+                fields = result_fields(*await self.scorer.score(job))
             except VidjudgeError as e:
-                fields = error_fields(e, dims)
+                fields = error_fields(e, dims, self.scorer.name)
             except Exception as e:  # noqa: BLE001 - one bad video must not fail the whole batch
                 log.exception("unexpected error scoring %s", j["path"])
-                fields = error_fields(InternalError(f"internal error: {type(e).__name__}: {e}"), dims)
+                fields = error_fields(InternalError(f"internal error: {type(e).__name__}: {e}"), dims,
+                                      self.scorer.name)
         return [{"job_key": j["job_key"], **f} for f in fields]
 
     def __del__(self):

@@ -126,14 +126,18 @@ class GrpcScorer:
                 result = await server.client.score_request(req, timeout=self.timeout)
             except (Overloaded, Unavailable) as e:
                 last = e
+                e.scored_by = server.address
                 self.rejections += 1
                 server.failures += 1
                 server.ready_at = time.monotonic() + self.policy.backoff(server.failures)
                 continue
+            except VidjudgeError as e:
+                e.scored_by = server.address
+                raise
             finally:
                 server.in_flight -= 1
             server.failures = 0
-            return result
+            return result, server.address
         raise last or Unavailable("no server took the call")
 
     async def aclose(self) -> None:

@@ -58,7 +58,8 @@ def init_ray(opts: RayOptions):
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home (and no network here)
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        # Ray's INFO lines (instance started, each dataset executed) would bury the progress bar and summary.
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
         if opts.address:
             ray.init(address=opts.address, **kw)
         else:
@@ -66,6 +67,7 @@ def init_ray(opts: RayOptions):
                      object_store_memory=opts.object_store_mb * 1024 * 1024 if opts.object_store_mb else None, **kw)
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours is the one progress bar
     ctx.print_on_execution_start = False
@@ -170,8 +172,13 @@ def score_on_ray(run: Run, items: list[Item], opts: RayOptions, stop: threading.
         ("dimensions", pa.list_(pa.string())), ("inputs", pa.string()), ("video_sha256", pa.string())]))
     from vidjudge.server.offline import RayPipelineActor
 
-    scored = ray.data.from_arrow(_chunks(job_table, opts.batch_size)).map_batches(
-        RayPipelineActor, batch_format="pyarrow", batch_size=opts.batch_size,
+    # Dispatch only once every actor has loaded its pipeline: otherwise the first one ready takes the
+    # first blocks queued and a short manifest never reaches the others.
+    ray.data.DataContext.get_current().wait_for_min_actors_s = 1800
+    # One block per actor call, small enough that every actor gets work on a short manifest.
+    per_call = max(1, min(opts.batch_size, -(-job_table.num_rows // actors)))
+    scored = ray.data.from_arrow(_chunks(job_table, per_call)).map_batches(
+        RayPipelineActor, batch_format="pyarrow", batch_size=None,
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus, num_gpus=gpus or None,
         fn_constructor_kwargs={"bundle": opts.bundle, "overrides": opts.overrides, "model": opts.model,
                                "concurrency": opts.batch_size, "max_bytes": run.opts.max_bytes,

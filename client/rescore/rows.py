@@ -52,6 +52,7 @@ RESULT_SCHEMA = pa.schema([
     pa.field("video_avg_fps", pa.float64()),
     pa.field("video_codec", pa.string()),
     pa.field("video_decoder", pa.string()),
+    pa.field("scored_by", pa.string()),  # server address, or host:pid of the process that ran the pipeline
 ])
 
 RUN_SCHEMA = pa.schema([
@@ -91,13 +92,14 @@ def _none_if_empty(v: Any) -> Any:
     return None if v in ("", None) else v
 
 
-def result_fields(result: Any) -> list[dict]:
+def result_fields(result: Any, scored_by: str | None = None) -> list[dict]:
     """A judge's result as the result columns of each of its dimensions (one dict per dimension)."""
     scores = result.scores.values() if isinstance(result.scores, Mapping) else result.scores
     timings = _as_mapping(getattr(result, "timings", None))
     video = _as_mapping(getattr(result, "video", None))
     shared = {s: float(timings[s]) if s in timings else None for s in STAGES}
     shared.update({f"video_{k}": _none_if_empty(video.get(k)) for k in VIDEO_FACTS})
+    shared["scored_by"] = scored_by
     out = []
     for s in scores:
         levels, probs = _levels(s)
@@ -116,12 +118,13 @@ def result_fields(result: Any) -> list[dict]:
     return out
 
 
-def error_fields(error: Exception, dimensions: Iterable[str]) -> list[dict]:
+def error_fields(error: Exception, dimensions: Iterable[str], scored_by: str | None = None) -> list[dict]:
     """The result columns of a failed call: its status, reason and message on each dimension asked for."""
     code = status_name(getattr(error, "code", "INTERNAL"))
     reason = getattr(error, "reason", None) or "internal"
     message = getattr(error, "message", None) or str(error)
-    return [{"dimension": d, "status": code, "reason": reason, "message": message} for d in dimensions]
+    return [{"dimension": d, "status": code, "reason": reason, "message": message, "scored_by": scored_by}
+            for d in dimensions]
 
 
 def item_rows(item: Item, fields: list[dict], run: Mapping[str, Any]) -> list[dict]:
@@ -142,6 +145,13 @@ def run_fields(*, video_sha256: str | None, video_bytes: int | None, deduplicate
 
 def to_table(rows: list[dict], schema: pa.Schema = SCHEMA) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def process_name() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def vidjudge_version() -> str:

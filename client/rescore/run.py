@@ -153,8 +153,10 @@ class Run:
 
 async def _call(scorer: Scorer, job: Job) -> Outcome:
     try:
-        return Outcome(fields=result_fields(await scorer.score(job)))
+        return Outcome(fields=result_fields(*await scorer.score(job)))
     except VidjudgeError as e:
+        if getattr(e, "scored_by", None) is None:
+            e.scored_by = getattr(scorer, "name", None)
         return Outcome(error=e)
     except asyncio.CancelledError:
         raise
@@ -173,7 +175,8 @@ async def drive(run: Run, items: list[Item], scorer: Scorer, stop: asyncio.Event
         if outcome.transient:
             run.leave(it, outcome.error)
         else:
-            fields = outcome.fields if outcome.error is None else error_fields(outcome.error, it.dimensions)
+            fields = outcome.fields if outcome.error is None else error_fields(
+                outcome.error, it.dimensions, getattr(outcome.error, "scored_by", None))
             run.emit(it, fields, video_sha256=sha, video_bytes=size, deduplicated=shared)
 
     async def one(item: Item) -> None:

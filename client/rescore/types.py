@@ -74,8 +74,9 @@ class Scorer(Protocol):
     info: JudgeInfo
     mode: str
 
-    async def score(self, job: Job):
-        """Return the judge's result (server or client ScoreResult); raise a vidjudge error."""
+    async def score(self, job: Job) -> tuple[object, str]:
+        """(the judge's result: a server or client ScoreResult, who scored it); raises a vidjudge error
+        (its `scored_by` attribute, when set, names who refused)."""
 
     async def aclose(self) -> None: ...
 
