@@ -193,14 +193,16 @@ def _ray(run, *, bundle, model, timeout, config, sets, address, actors, cpus, gp
     opts = RayOptions(address=address, bundle=str(Path(bundle).resolve()), overrides=flat_config(cfg), model=model,
                       actors=actors, cpus_per_actor=cpus, gpus_per_actor=gpus, batch_size=batch_size,
                       timeout=timeout)
-    ray = init_ray(opts)
+    started = init_ray(opts)
     try:
         table = read_manifest_ray(run.opts.manifest, run.opts.fmt, run.opts.plain_inputs)
         items = run.plan(table, bundle_judge_info(bundle))
         run.reporter.start(len(items), "rescoring on Ray")
         score_on_ray(run, items, opts, stop)
     finally:
-        if not address:
+        if started:
+            import ray
+
             ray.shutdown()
     return run.close(interrupted=stop.is_set())
 

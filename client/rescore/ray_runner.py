@@ -53,11 +53,13 @@ class RayOptions:
     object_store_mb: int | None = None  # local instance only
 
 
-def init_ray(opts: RayOptions):
+def init_ray(opts: RayOptions) -> bool:
+    """Connect to (or start) Ray; True when this call started it (then the caller shuts it down)."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home (and no network here)
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         # Ray's INFO lines (instance started, each dataset executed) would bury the progress bar and summary.
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
         if opts.address:
@@ -71,7 +73,7 @@ def init_ray(opts: RayOptions):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours is the one progress bar
     ctx.print_on_execution_start = False
-    return ray
+    return started
 
 
 def actor_resources(opts: RayOptions, cluster: dict) -> tuple[int, float, float]:

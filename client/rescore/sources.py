@@ -34,11 +34,12 @@ def parent(path: str) -> str:
 @lru_cache(maxsize=64)
 def _filesystem_for(prefix: str):
     """The pyarrow filesystem for a URI's scheme and authority (cached: S3 clients are costly to build)."""
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
     try:
         return pafs.FileSystem.from_uri(prefix)[0]
-    except (pafs.ArrowInvalid, ValueError, OSError):
+    except (pa.ArrowInvalid, ValueError, OSError):
         import fsspec
 
         fs, _ = fsspec.core.url_to_fs(prefix)
