@@ -179,6 +179,7 @@ async def _local(run, *, mode, bundle, servers, model, timeout, config, sets):
             await drive(run, items, scorer, stop, run.opts.concurrency)
     finally:
         if scorer is not None:
+            run.summary.retries = getattr(scorer, "rejections", 0)
             await scorer.aclose()
     return run.close(interrupted=stop.is_set())
 

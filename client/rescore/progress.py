@@ -22,6 +22,7 @@ class Summary:
     scored: int = 0  # committed this run (OK or failed)
     deduplicated: int = 0  # of `scored`: the result of an identical video was reused
     calls: int = 0  # calls to the judge
+    retries: int = 0  # calls a server refused (RESOURCE_EXHAUSTED / UNAVAILABLE) and that were sent again
     left_for_next_run: int = 0  # transient failures (server full or away): not committed, redone next time
     rows_ok: int = 0
     rows_failed: Counter = field(default_factory=Counter)  # "STATUS/reason" -> rows
@@ -44,7 +45,7 @@ class Summary:
         return {"out": self.out, "mode": self.mode, "bundle": self.bundle, "bundle_sha256": self.bundle_sha256,
                 "manifest_videos": self.manifest_videos, "skipped_done": self.skipped_done,
                 "to_score": self.to_score, "scored": self.scored, "deduplicated": self.deduplicated,
-                "calls": self.calls, "left_for_next_run": self.left_for_next_run, "rows_ok": self.rows_ok,
+                "calls": self.calls, "retries": self.retries, "left_for_next_run": self.left_for_next_run, "rows_ok": self.rows_ok,
                 "rows_failed": sum(self.rows_failed.values()), "failed_by_reason": dict(self.rows_failed),
                 "transient_by_reason": dict(self.transient), "parts_committed": self.parts,
                 "rows_committed": self.rows_committed, "interrupted": self.interrupted,
@@ -101,6 +102,8 @@ def print_summary(s: Summary, console: Console) -> None:
     t.add_row("videos in the manifest", str(s.manifest_videos))
     t.add_row("skipped, already done", str(s.skipped_done))
     t.add_row("done this run", f"{s.scored} ({s.deduplicated} reused from identical videos)")
+    if s.retries:
+        t.add_row("calls refused by a full server, retried", str(s.retries))
     t.add_row("rows OK", str(s.rows_ok))
     t.add_row("rows failed", str(sum(s.rows_failed.values())))
     for reason, n in sorted(s.rows_failed.items(), key=lambda kv: -kv[1]):

@@ -99,7 +99,7 @@ def read_manifest_ray(path: str, fmt: str | None, plain_inputs: tuple[str, ...])
         ds = ray.data.read_csv(inner, filesystem=fs, file_extensions=None,
                                convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
     elif fmt == "jsonl":
-        ds = ray.data.read_json(inner, filesystem=fs, lines=True, file_extensions=None)
+        ds = ray.data.read_json(inner, filesystem=fs, file_extensions=None)  # pyarrow.json: JSON lines
     else:
         ds = ray.data.read_parquet(inner, filesystem=fs, file_extensions=None)
     ds = ds.map_batches(mf.normalize, batch_format="pyarrow", batch_size=None,
