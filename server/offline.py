@@ -140,9 +140,10 @@ class RayPipelineActor:
             except VidjudgeError as e:
                 fields = error_fields(e, dims, self.scorer.name)
             except Exception as e:  # noqa: BLE001 - one bad video must not fail the whole batch
+                # reason "unexpected": the driver leaves it for the next run instead of committing it.
                 log.exception("unexpected error scoring %s", j["path"])
-                fields = error_fields(InternalError(f"internal error: {type(e).__name__}: {e}"), dims,
-                                      self.scorer.name)
+                fields = error_fields(InternalError(f"unexpected {type(e).__name__}: {e}", reason="unexpected"),
+                                      dims, self.scorer.name)
         return [{"job_key": j["job_key"], **f} for f in fields]
 
     def __del__(self):

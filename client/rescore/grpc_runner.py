@@ -72,13 +72,18 @@ class GrpcScorer:
         self.model = model
         self.timeout = timeout
         self.policy = policy
-        self.servers = [_Server(a, AsyncJudgeClient(a, timeout=timeout, retry=NO_RETRY,
-                                                    max_message_mb=max_message_mb)) for a in addresses]
+        self.addresses = list(addresses)
+        self.max_message_mb = max_message_mb
+        self.servers: list[_Server] = []
         self.info: JudgeInfo | None = None
         self.rejections = 0  # RESOURCE_EXHAUSTED / UNAVAILABLE answers met (and retried)
 
     async def start(self) -> JudgeInfo:
-        """Ask every server what it judges; all must serve the same judge under `model`."""
+        """Ask every server what it judges; all must serve the same judge under `model`.
+
+        Runs on the event loop that will score: grpc.aio channels belong to the loop they are made on."""
+        self.servers = [_Server(a, AsyncJudgeClient(a, timeout=self.timeout, retry=NO_RETRY,
+                                                    max_message_mb=self.max_message_mb)) for a in self.addresses]
         infos = {}
         for s in self.servers:
             try:

@@ -214,8 +214,10 @@ def _code(name: str):
 def _outcome(fields: list[dict]) -> Outcome:
     """A job's rows as an Outcome: transient when the call failed with a transient status."""
     first = fields[0]
-    if first["status"] in TRANSIENT_CODES:
-        return Outcome(error=error_from_status(_code(first["status"]), first["message"] or "", first["reason"]))
+    unexpected = first["reason"] == "unexpected"
+    if first["status"] in TRANSIENT_CODES or unexpected:
+        return Outcome(error=error_from_status(_code(first["status"]), first["message"] or "", first["reason"]),
+                       unexpected=unexpected)
     return Outcome(fields=fields)
 
 

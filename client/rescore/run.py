@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -29,6 +30,8 @@ from vidjudge.client.rescore.rows import error_fields, item_rows, result_fields,
 from vidjudge.client.rescore.sources import read_bytes
 from vidjudge.client.rescore.types import TRANSIENT_CODES, Item, Job, JudgeInfo, Scorer, status_name
 from vidjudge.errors import InternalError, InvalidRequest, VidjudgeError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,10 +58,12 @@ class Outcome:
 
     fields: list[dict] | None = None
     error: VidjudgeError | None = None
+    unexpected: bool = False  # an exception of the runner itself, not a verdict of the judge
 
     @property
     def transient(self) -> bool:
-        return self.error is not None and status_name(self.error.code) in TRANSIENT_CODES
+        """Not committed (the next run tries again): the judge was full or away, or the runner failed."""
+        return self.error is not None and (self.unexpected or status_name(self.error.code) in TRANSIENT_CODES)
 
 
 class Run:
@@ -160,8 +165,13 @@ async def _call(scorer: Scorer, job: Job) -> Outcome:
         return Outcome(error=e)
     except asyncio.CancelledError:
         raise
-    except Exception as e:  # noqa: BLE001 - a bug on one video is that video's INTERNAL row, not the run's end
-        return Outcome(error=InternalError(f"internal error: {type(e).__name__}: {e}"))
+    except Exception as e:  # noqa: BLE001 - the run goes on; this video is left for the next run
+        # Not the judge's verdict but a failure on this side: committing it would keep it out of every
+        # later run. Left uncommitted, it shows in the summary and the next run tries again.
+        log.warning("unexpected error scoring %s: %s: %s", job.key[:12], type(e).__name__, e,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
+        return Outcome(error=InternalError(f"unexpected {type(e).__name__}: {e}", reason="unexpected"),
+                       unexpected=True)
 
 
 async def drive(run: Run, items: list[Item], scorer: Scorer, stop: asyncio.Event, concurrency: int) -> None:

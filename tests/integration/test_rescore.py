@@ -173,3 +173,25 @@ def test_rescore_help_explains_every_option():
     bad = CliRunner().invoke(app, ["rescore", "m.csv", "--out", "o", "--ray"])
     assert bad.exit_code == 2 and "--ray needs --bundle" in bad.output
     assert DIMS  # (the shared cases module is importable without the server extra's models)
+
+
+def test_benchmark_runs_and_accounts_for_every_video(tiny_bundle, tmp_path):
+    """Smoke only (never speed): in-process and gRPC passes on a few clips; Ray is left out here (its
+    start-up costs ~25 s on this machine, and the Ray path is tested above)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "rescore.json"
+    r = subprocess.run([sys.executable, "-m", "vidjudge.benchmarks.rescore", "--bundle", str(tiny_bundle), "--modes",
+                        "bundle,server", "--count", "5", "--width", "96", "--height", "64", "--frames", "12",
+                        "--repeats", "1", "--concurrency", "4", *FAST, "--out", str(out)],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "VIDJUDGE_BENCH_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    runs = doc["results"]["runs"]
+    assert [x["mode"] for x in runs] == ["bundle", "server"]
+    assert all(x["videos"] == 5 and x["failed_rows"] == 0 and x["left"] == 0 for x in runs)
+    assert doc["results"]["max_score_diff"]["server"] < BATCH_TOL
+    assert "/ bundle" in r.stdout and doc["environment"]["versions"]["vidjudge"]
