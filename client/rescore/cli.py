@@ -174,7 +174,9 @@ async def _local(run, *, mode, bundle, servers, model, timeout, config, sets):
                 from vidjudge.server.offline import InProcessScorer
 
                 cfg = _pipeline_config(bundle, config, sets, run.opts.concurrency)
-                scorer = await asyncio.to_thread(InProcessScorer, cfg, model, timeout)
+                # Built on this loop, as the server builds its pipeline: a vLLM engine binds to the loop
+                # it starts on (built elsewhere it would need a loop thread of its own).
+                scorer = InProcessScorer(cfg, model, timeout)
             run.reporter.start(len(items))
             await drive(run, items, scorer, stop, run.opts.concurrency)
     finally:

@@ -120,21 +120,23 @@ class GrpcScorer:
         req = build_request(job.data, prompt=job.prompt, dimensions=job.dimensions, model=self.model)
         if job.inputs:
             _set_inputs(req, job.inputs)
-        last: VidjudgeError | None = None
-        for _ in range(self.policy.max_attempts):
+        attempts = 0
+        while True:
             server, wait = self._pick()
-            if server is None:
+            if server is None:  # every server is cooling down: wait for the first to be ready
                 await asyncio.sleep(wait)
                 continue
+            attempts += 1
             server.in_flight += 1
             try:
                 result = await server.client.score_request(req, timeout=self.timeout)
             except (Overloaded, Unavailable) as e:
-                last = e
                 e.scored_by = server.address
                 self.rejections += 1
                 server.failures += 1
                 server.ready_at = time.monotonic() + self.policy.backoff(server.failures)
+                if attempts >= self.policy.max_attempts:
+                    raise  # transient: the driver leaves this video for the next run
                 continue
             except VidjudgeError as e:
                 e.scored_by = server.address
@@ -143,7 +145,6 @@ class GrpcScorer:
                 server.in_flight -= 1
             server.failures = 0
             return result, server.address
-        raise last or Unavailable("no server took the call")
 
     async def aclose(self) -> None:
         for s in self.servers:

@@ -195,3 +195,44 @@ def test_benchmark_runs_and_accounts_for_every_video(tiny_bundle, tmp_path):
     assert all(x["videos"] == 5 and x["failed_rows"] == 0 and x["left"] == 0 for x in runs)
     assert doc["results"]["max_score_diff"]["server"] < BATCH_TOL
     assert "/ bundle" in r.stdout and doc["environment"]["versions"]["vidjudge"]
+
+
+def test_a_server_gone_leaves_videos_for_the_next_run(cases, tiny_bundle, tmp_path):
+    """Servers away (UNAVAILABLE) are not a verdict on the videos: nothing is committed for them, the
+    summary says how many were left and why, and the next run, with a server back, scores them."""
+    import asyncio
+
+    from vidjudge.client.retry import RetryPolicy
+    from vidjudge.client.rescore.grpc_runner import GrpcScorer
+    from vidjudge.client.rescore.manifest import read_manifest
+    from vidjudge.client.rescore.progress import Reporter
+    from vidjudge.client.rescore.run import Run, RunOptions, drive
+    from vidjudge.server.app import ServerThread
+    from rich.console import Console
+
+    out = tmp_path / "out"
+    cfg = make_config(tiny_bundle, cases.manifest.parent, **{"decode.workers": 1})
+
+    async def once(address: str, stop_server=None):
+        run = Run(RunOptions(manifest=str(cases.manifest), out=out, concurrency=4), "server",
+                  Reporter(Console(stderr=True), enabled=False))
+        run.open()
+        scorer = GrpcScorer([address], policy=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05))
+        items = run.plan(read_manifest(str(cases.manifest)), await scorer.start())
+        if stop_server:
+            stop_server()  # gone after it said what it judges
+        await drive(run, items, scorer, asyncio.Event(), 4)
+        await scorer.aclose()
+        return run.close()
+
+    first = ServerThread(cfg).start()
+    s = asyncio.run(once(first.address, stop_server=lambda: first.stop(grace=0)))
+    unreadable = {"empty", "missing"}  # refused before any call: their rows are verdicts, committed
+    assert s.left_for_next_run == len(cases.ids) - len(unreadable)
+    assert set(s.transient) == {"UNAVAILABLE/unavailable"}
+    assert {r["id"] for r in read_rows(out)} == unreadable
+
+    with ServerThread(cfg) as second:
+        s2 = asyncio.run(once(second.address))
+    assert s2.skipped_done == len(unreadable) and s2.left_for_next_run == 0
+    assert_exactly_once(read_rows(out), cases.expected)
