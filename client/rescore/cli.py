@@ -177,7 +177,7 @@ async def _local(run, *, mode, bundle, servers, model, timeout, config, sets):
                 # Built on this loop, as the server builds its pipeline: a vLLM engine binds to the loop
                 # it starts on (built elsewhere it would need a loop thread of its own).
                 scorer = InProcessScorer(cfg, model, timeout)
-            run.reporter.start(len(items))
+            run.start_scoring()
             await drive(run, items, scorer, stop, run.opts.concurrency)
     finally:
         if scorer is not None:
@@ -200,7 +200,7 @@ def _ray(run, *, bundle, model, timeout, config, sets, address, actors, cpus, gp
     try:
         table = read_manifest_ray(run.opts.manifest, run.opts.fmt, run.opts.plain_inputs)
         items = run.plan(table, bundle_judge_info(bundle))
-        run.reporter.start(len(items), "rescoring on Ray")
+        run.start_scoring("rescoring on Ray")
         score_on_ray(run, items, opts, stop)
     finally:
         if started:

@@ -34,12 +34,13 @@ class Summary:
     bundle: str = ""
     bundle_sha256: str = ""
     out: str = ""
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # the whole run, model loading included
+    scoring_s: float = 0.0  # from the first video started to the last one done
     recovered: dict = field(default_factory=dict)
 
     @property
     def videos_per_s(self) -> float:
-        return self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.scored / self.scoring_s if self.scoring_s > 0 else 0.0
 
     def to_dict(self) -> dict:
         return {"out": self.out, "mode": self.mode, "bundle": self.bundle, "bundle_sha256": self.bundle_sha256,
@@ -49,7 +50,7 @@ class Summary:
                 "rows_failed": sum(self.rows_failed.values()), "failed_by_reason": dict(self.rows_failed),
                 "transient_by_reason": dict(self.transient), "parts_committed": self.parts,
                 "rows_committed": self.rows_committed, "interrupted": self.interrupted,
-                "elapsed_s": round(self.elapsed_s, 3), "videos_per_s": round(self.videos_per_s, 3),
+                "elapsed_s": round(self.elapsed_s, 3), "scoring_s": round(self.scoring_s, 3), "videos_per_s": round(self.videos_per_s, 3),
                 "recovered": self.recovered}
 
 
@@ -113,7 +114,7 @@ def print_summary(s: Summary, console: Console) -> None:
         for reason, n in sorted(s.transient.items(), key=lambda kv: -kv[1]):
             t.add_row(f"  {reason}", str(n))
     t.add_row("parts committed", f"{s.parts} ({s.rows_committed} rows)")
-    t.add_row("time", f"{s.elapsed_s:.1f} s, {s.videos_per_s:.2f} videos/s")
+    t.add_row("time", f"{s.elapsed_s:.1f} s ({s.scoring_s:.1f} s scoring), {s.videos_per_s:.2f} videos/s")
     if s.interrupted:
         t.add_row("[yellow]interrupted[/yellow]", "run the same command to continue")
     console.print(t)

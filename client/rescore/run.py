@@ -80,6 +80,12 @@ class Run:
         self.judge: JudgeInfo | None = None
         self.buffer = PartBuffer(self.out, self.run_id, opts.part_rows, opts.part_seconds)
         self._t0 = time.monotonic()
+        self._scoring_t0: float | None = None
+
+    def start_scoring(self, description: str = "rescoring") -> None:
+        """The plan is made and the judge loaded: from here on the run is timed as scoring."""
+        self._scoring_t0 = time.monotonic()
+        self.reporter.start(self.summary.to_score, description)
 
     def open(self) -> None:
         rec = self.out.open()
@@ -152,7 +158,9 @@ class Run:
         finally:
             self.out.close()
         self.summary.interrupted = interrupted
-        self.summary.elapsed_s = time.monotonic() - self._t0
+        now = time.monotonic()
+        self.summary.elapsed_s = now - self._t0
+        self.summary.scoring_s = now - self._scoring_t0 if self._scoring_t0 is not None else 0.0
         return self.summary
 
 
