@@ -175,7 +175,8 @@ def max_diff(a: dict, b: dict) -> float | None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vidjudge.benchmarks.rescore",
                                  description="Rescore videos/s: in-process vs gRPC vs Ray, same videos, one run.",
-                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", help="Bundle directory (default: the tiny random bundle, built on first use).")
     ap.add_argument("--count", type=int, default=128, help="Distinct videos in the manifest (default 128).")
     ap.add_argument("--width", type=int, default=320)
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                        [("mode", "mode"), ("videos_per_s", "videos/s"), ("steady_videos_per_s", "steady videos/s"),
                         ("ratio_wall", f"/ {base} (wall)"), ("ratio_steady", f"/ {base} (steady)"),
                         ("first_result_s", "first result s")], f"medians of {args.repeats} repeats"))
-    print(f"\nmodel load (outside the timings): " + ", ".join(f"{k} {v:.1f}s" for k, v in loads.items())
+    print("\nmodel load (outside the timings): " + ", ".join(f"{k} {v:.1f}s" for k, v in loads.items())
           + f"; max |score diff| vs {base}: " + ", ".join(f"{m} {common.fmt_num(d)}" for m, d in diffs.items()))
     print(f"settings: {args.overrides or 'defaults'}; concurrency {args.concurrency}; Ray {args.actors} actors; "
           f"{common.describe_environment(env)}")

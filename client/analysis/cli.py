@@ -69,8 +69,9 @@ def eval_cmd(
     lab["dimension"] = lab["dimension"].replace(renames)
     unknown = sorted(set(lab["dimension"]) - set(res["dimension"]))
     if unknown == sorted(set(lab["dimension"])):
-        _fail(f"no label dimension ({', '.join(unknown)}) is in the results ({', '.join(sorted(set(res['dimension'])))}):"
-              " use --dimension or --map LABEL=RESULT")
+        have = ", ".join(sorted(set(res["dimension"])))
+        _fail(f"no label dimension ({', '.join(unknown)}) is in the results ({have}): use --dimension or "
+              "--map LABEL=RESULT")
     reports = evaluate(res, lab, n_resamples=bootstrap, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, list[str]] = {}

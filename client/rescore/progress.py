@@ -46,11 +46,13 @@ class Summary:
         return {"out": self.out, "mode": self.mode, "bundle": self.bundle, "bundle_sha256": self.bundle_sha256,
                 "manifest_videos": self.manifest_videos, "skipped_done": self.skipped_done,
                 "to_score": self.to_score, "scored": self.scored, "deduplicated": self.deduplicated,
-                "calls": self.calls, "retries": self.retries, "left_for_next_run": self.left_for_next_run, "rows_ok": self.rows_ok,
+                "calls": self.calls, "retries": self.retries, "left_for_next_run": self.left_for_next_run,
+                "rows_ok": self.rows_ok,
                 "rows_failed": sum(self.rows_failed.values()), "failed_by_reason": dict(self.rows_failed),
                 "transient_by_reason": dict(self.transient), "parts_committed": self.parts,
                 "rows_committed": self.rows_committed, "interrupted": self.interrupted,
-                "elapsed_s": round(self.elapsed_s, 3), "scoring_s": round(self.scoring_s, 3), "videos_per_s": round(self.videos_per_s, 3),
+                "elapsed_s": round(self.elapsed_s, 3), "scoring_s": round(self.scoring_s, 3),
+                "videos_per_s": round(self.videos_per_s, 3),
                 "recovered": self.recovered}
 
 

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from vidjudge.client.analysis.evaluate import evaluate, match
 from vidjudge.client.analysis.labels import read_labels
-from vidjudge.client.analysis.leaderboard import leaderboard
 from vidjudge.client.analysis.results import ResultsError, read_results
 from vidjudge.client.cli import app
 from vidjudge.client.rescore.dataset import OutputDir
