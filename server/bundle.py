@@ -150,9 +150,13 @@ class Bundle:
         return self.root / self.manifest.adapters[name].path
 
     @cached_property
-    def manifest_sha256(self) -> str:
-        """Identifies exactly what judged (results record it: a rescore skips rows of the same bundle)."""
-        return sha256_file(self.root / MANIFEST)
+    def sha256(self) -> str:
+        """The judge's identity: sha256 over manifest.json (which checksums every weight file) and the
+        dimension file (which users edit: a re-worded question is another judge). Results record it."""
+        h = hashlib.sha256()
+        for name in (MANIFEST, self.manifest.dimensions_file):
+            h.update(sha256_file(self.root / name).encode())
+        return h.hexdigest()
 
 
 def _read_manifest(root: Path) -> Manifest:

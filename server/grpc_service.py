@@ -158,6 +158,7 @@ class JudgeService(pb_grpc.JudgeServicer):
                 name=name, family=b.manifest.family, is_default=name == self.pipeline.default_model,
                 encoder_backend=next(iter(encoders.values())), encoder_backends=encoders,
                 scorer_backend=runner.llm.name, sampling=views[0], views=views, adapters=list(b.manifest.adapters),
+                bundle_sha256=b.sha256,
                 dimensions=[pb.DimensionInfo(
                     name=d.name, description=d.description, head=d.head, scale_min=d.scale_min,
                     scale_max=d.scale_max, levels=list(d.level_names), requires_prompt=d.requires_prompt,

@@ -1,6 +1,8 @@
 """The `vidjudge` command, assembled from the commands of each part.
 
     client  (base install)      score, models                 vidjudge.client.cli
+    offline (`rescore` extra)   rescore                       vidjudge.client.rescore.cli
+            (`rescore` extra)   eval, leaderboard             vidjudge.client.analysis.cli
     server  (`server` extra)    serve, demo                   vidjudge.server.cli
     export  (`server` extra)    export tiny | hf | trt        vidjudge.export.cli
 
@@ -15,6 +17,8 @@ import typer
 
 def build_app() -> typer.Typer:
     from vidjudge.client import cli as client_cli
+    from vidjudge.client.analysis.cli import eval_cmd, leaderboard_cmd
+    from vidjudge.client.rescore.cli import rescore_cmd
     from vidjudge.export import cli as export_cli
     from vidjudge.server import cli as server_cli
 
@@ -23,6 +27,9 @@ def build_app() -> typer.Typer:
     for part in (server_cli.app, client_cli.app):
         for command in part.registered_commands:
             app.registered_commands.append(command)
+    app.command("rescore")(rescore_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("leaderboard")(leaderboard_cmd)
     app.add_typer(export_cli.app, name="export")
     return app
 

@@ -192,7 +192,7 @@ class FrameSampling(_message.Message):
     def __init__(self, num_frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "family", "dimensions", "sampling", "is_default", "encoder_backend", "scorer_backend", "views", "adapters", "encoder_backends")
+    __slots__ = ("name", "family", "dimensions", "sampling", "is_default", "encoder_backend", "scorer_backend", "views", "adapters", "encoder_backends", "bundle_sha256")
     class EncoderBackendsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class ModelInfo(_message.Message):
     VIEWS_FIELD_NUMBER: _ClassVar[int]
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     ENCODER_BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     family: str
     dimensions: _containers.RepeatedCompositeFieldContainer[DimensionInfo]
@@ -220,7 +221,8 @@ class ModelInfo(_message.Message):
     views: _containers.RepeatedCompositeFieldContainer[FrameSampling]
     adapters: _containers.RepeatedScalarFieldContainer[str]
     encoder_backends: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., family: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionInfo, _Mapping]]] = ..., sampling: _Optional[_Union[FrameSampling, _Mapping]] = ..., is_default: _Optional[bool] = ..., encoder_backend: _Optional[str] = ..., scorer_backend: _Optional[str] = ..., views: _Optional[_Iterable[_Union[FrameSampling, _Mapping]]] = ..., adapters: _Optional[_Iterable[str]] = ..., encoder_backends: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    bundle_sha256: str
+    def __init__(self, name: _Optional[str] = ..., family: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[DimensionInfo, _Mapping]]] = ..., sampling: _Optional[_Union[FrameSampling, _Mapping]] = ..., is_default: _Optional[bool] = ..., encoder_backend: _Optional[str] = ..., scorer_backend: _Optional[str] = ..., views: _Optional[_Iterable[_Union[FrameSampling, _Mapping]]] = ..., adapters: _Optional[_Iterable[str]] = ..., encoder_backends: _Optional[_Mapping[str, str]] = ..., bundle_sha256: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
