@@ -18,7 +18,7 @@ import numpy as np
 from vidjudge.errors import InvalidVideo
 from vidjudge.export.samples import write_audio_only, write_video
 from vidjudge.server.decode import decode_video
-from vidjudge.server.types import DecodedVideo, DecodeLimits, FrameSpec, VideoSource
+from vidjudge.server.types import DecodedVideo, DecodeLimits, DecodeRequest, VideoSource
 
 __all__ = [
     "zero_bytes",
@@ -66,7 +66,8 @@ def vfr_video(path: Path, timestamps_s: list[float], **kwargs) -> Path:
                        **kwargs)
 
 
-def misbehaving_decode(source: VideoSource, spec: FrameSpec, limits: DecodeLimits, hwaccel: str) -> DecodedVideo:
+def misbehaving_decode(source: VideoSource, request: DecodeRequest, limits: DecodeLimits,
+                       hwaccel: str) -> DecodedVideo:
     """A `decode_fn` for DecodePool tests that misbehaves according to the file name.
 
     crash -> segfault (reads address 0); abort -> SIGABRT; exit -> os._exit(3);
@@ -92,4 +93,4 @@ def misbehaving_decode(source: VideoSource, spec: FrameSpec, limits: DecodeLimit
         raise InvalidVideo(f"{name} was refused on purpose", reason="custom_reason")
     if "typeerror" in name:
         raise TypeError("a bug in the decoder")
-    return decode_video(source, spec, limits, hwaccel)
+    return decode_video(source, request, limits, hwaccel)

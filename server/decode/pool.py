@@ -39,11 +39,11 @@ from typing import Any
 
 from vidjudge.errors import InternalError, InvalidVideo, Unavailable, VidjudgeError
 from vidjudge.server.decode.pyav_decoder import decode_video
-from vidjudge.server.types import DecodedVideo, DecodeLimits, FrameSpec, VideoSource
+from vidjudge.server.types import DecodedVideo, DecodeLimits, DecodeRequest, VideoSource
 
 log = logging.getLogger(__name__)
 
-DecodeFn = Callable[[VideoSource, FrameSpec, DecodeLimits, str], DecodedVideo]
+DecodeFn = Callable[[VideoSource, DecodeRequest, DecodeLimits, str], DecodedVideo]
 
 # Workers dying before they report ready this many times in a row: give up on hwaccel, then on the pool.
 _MAX_START_FAILURES = 3
@@ -65,7 +65,7 @@ class _Job:
 
     task_id: int
     source: VideoSource
-    spec: FrameSpec
+    request: DecodeRequest
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _worker_main(conn, limits: DecodeLimits, hwaccel: str, decode_fn: DecodeFn, 
             return
         try:
             t0 = time.perf_counter()
-            result = decode_fn(job.source, job.spec, limits, hwaccel)
+            result = decode_fn(job.source, job.request, limits, hwaccel)
             # The caller sees queue + decode; this is the decode alone (StageTimings splits them).
             result.decode_s = time.perf_counter() - t0
             reply = _Reply(job.task_id, result=result)
@@ -135,7 +135,7 @@ def _worker_main(conn, limits: DecodeLimits, hwaccel: str, decode_fn: DecodeFn, 
 class _Task:
     future: Future
     source: VideoSource
-    spec: FrameSpec
+    request: DecodeRequest
     name: str
     started: bool = False
 
@@ -173,7 +173,7 @@ def _describe_exit(code: int | None) -> str:
 class DecodePool:
     """Decode videos in `workers` crash-safe processes; `submit` returns a Future[DecodedVideo].
 
-    `decode_fn(source, spec, limits, hwaccel)` must be a picklable top-level function.
+    `decode_fn(source, request, limits, hwaccel)` must be a picklable top-level function.
     `max_tasks_per_worker` (optional) recycles workers after that many tasks, bounding
     any memory a decoder leaks. `start_timeout_s` bounds a worker's start-up.
     """
@@ -220,7 +220,7 @@ class DecodePool:
 
     # ------------------------------------------------------------------ public API
 
-    def submit(self, source: VideoSource, spec: FrameSpec) -> Future:
+    def submit(self, source: VideoSource, request: DecodeRequest) -> Future:
         """Queue one decode; the future resolves to a DecodedVideo or raises (InvalidVideo, ...)."""
         fut: Future = Future()
         with self._lock:
@@ -228,7 +228,7 @@ class DecodePool:
                 raise Unavailable("the decode pool is closed (server shutting down)", reason="shutting_down")
             if self._broken:
                 raise Unavailable(self._broken, reason="decoder_unavailable")
-            self._queue.append(_Task(fut, source, spec, _describe_source(source)))
+            self._queue.append(_Task(fut, source, request, _describe_source(source)))
             self._wake()  # under the lock: close() cannot have closed the pipe yet
         return fut
 
@@ -387,7 +387,7 @@ class DecodePool:
                 return
             task_id = next(self._ids)
             try:
-                w.conn.send(_Job(task_id, task.source, task.spec))
+                w.conn.send(_Job(task_id, task.source, task.request))
             except (pickle.PicklingError, TypeError, AttributeError) as e:
                 _fail(task.future, InternalError(f"could not send the video to a decode worker: {e}",
                                                  reason="decode_failed"))

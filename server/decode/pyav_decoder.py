@@ -1,25 +1,36 @@
-"""Decode one video into `spec.num_frames` upright RGB frames, in this process, with PyAV.
+"""Decode the views of one video (`DecodeRequest`), in this process, with PyAV.
 
 Order of work (cheap refusals first, DESIGN.md 4):
 
 1. size: empty -> ``empty_input``; over ``limits.max_bytes`` -> ``too_large``;
 2. open the container (``not_a_video`` if FFmpeg cannot), pick the video stream
    (``no_video_stream`` for audio-only files or files whose only picture is cover art);
-3. header checks before any frame is decoded: width x height over
-   ``limits.max_pixels`` -> ``resolution_too_large``; duration over
-   ``limits.max_duration_s`` -> ``too_long``;
-4. sample by presentation time (`sampling.segment_centres`), seeking to the keyframe
-   before a target when it is more than ``seek_threshold_s`` ahead and decoding
-   sequentially otherwise; never more than ``limits.max_frames`` decoded frames
-   (``too_many_frames`` if the budget runs out before every target is reached);
-5. convert each chosen frame to RGB (8- or 10-bit sources), turn it upright per its
-   display matrix, and resize to ``spec`` with PIL bicubic (Qwen/HF's resize).
+3. header checks before any packet is read: width x height over ``limits.max_pixels``
+   -> ``resolution_too_large``; duration over ``limits.max_duration_s`` -> ``too_long``;
+4. read every packet without decoding (`packets.read_packet_index`): the frame count,
+   each frame's number in presentation order (pts sorted, as decord numbers frames),
+   the keyframes, and the duration when the header has none;
+5. ask each view's sampler for its targets (`StreamFacts` -> times or frame numbers) and
+   resolve them to frames: by time the nearest frame (ties: the earlier), by number that
+   frame (past the end: the last);
+6. decode only what those frames need (`plan.make_plan`): from the keyframe before each
+   one, jumping forward over what no wanted frame needs, never decoding a frame twice,
+   nothing after the last wanted frame, and not decoding non-reference frames nobody
+   wants (FFmpeg's ``skip_frame``); never more than ``limits.max_frames`` decoded frames
+   (``too_many_frames``);
+7. convert each wanted frame once to upright RGB (8- or 10-bit sources; one swscale
+   context per video; display matrix applied), then apply each view's transform
+   (e.g. `transforms.Resize`, PIL bicubic: Qwen/HF's resize) at each of its slots.
+
+Streams without timestamps (raw .h264/.hevc) are decoded from the start, frames taking
+times one frame interval apart and numbers in output order.
 
 Damaged files: a packet the decoder rejects is skipped (up to `MAX_PACKET_ERRORS`)
-and demuxing stops at the first unreadable byte; whatever frames came out before
-are used. So a truncated file whose start is intact is still judged, with the
-targets past the cut taking the last good frame (the nearest one). Only when not a
-single frame decodes is the video refused (``undecodable``, naming the codec).
+and demuxing stops at the first unreadable byte. When a planned frame does not come
+out, the video is decoded again from the start and every target takes the nearest
+frame that did decode; so a truncated file whose start is intact is still judged,
+with the targets past the cut taking the last good frame. Only when not a single
+frame decodes is the video refused (``undecodable``, naming the codec).
 
 Not crash-proof: FFmpeg can still segfault on hostile input. Run this in
 `DecodePool` workers on a server; call it directly only where a crash is acceptable.
@@ -29,27 +40,47 @@ from __future__ import annotations
 
 import io
 import logging
-import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import av
 import av.error
-from av.video.reformatter import VideoReformatter
 import numpy as np
-from PIL import Image
 
 from vidjudge.errors import InvalidRequest, InvalidVideo
-from vidjudge.server.decode.sampling import TIE_TOLERANCE_S, nearer_is_later, segment_centres
-from vidjudge.server.types import DecodedVideo, DecodeLimits, FrameSpec, VideoInfo, VideoSource
+from vidjudge.server.decode.frames import (
+    MAX_PACKET_ERRORS,
+    Converter,
+    Feeder,
+    SequentialPicker,
+    Slot,
+    ViewSink,
+    check_pixels,
+    run_plan,
+    run_sequential,
+)
+from vidjudge.server.decode.packets import read_packet_index
+from vidjudge.server.decode.plan import make_plan
+from vidjudge.server.decode.sampling import nearest_indices
+from vidjudge.server.types import (
+    DecodedVideo,
+    DecodeLimits,
+    DecodeRequest,
+    FrameTargets,
+    StreamFacts,
+    VideoInfo,
+    VideoSource,
+    ViewSpec,
+)
 
 log = logging.getLogger(__name__)
 
 HWACCEL_MODES = ("auto", "cuda", "none")
-DEFAULT_SEEK_THRESHOLD_S = 1.0
-# Rejected packets tolerated before a stream is given up as broken.
-MAX_PACKET_ERRORS = 16
+
+# Decoders whose skip_frame=NONREF drops exactly the frames no other frame refers to, read per
+# packet, so wanted frames still decode and come out bit-identical (tests/unit/test_decode_plan.py).
+# Others are decoded in full: e.g. libdav1d reads the setting once, at open.
+SKIP_NONREF_CODECS: frozenset[str] = frozenset()  # none enabled yet
 
 # Why CUDA decoding failed in this process; once set, it is never tried again here.
 _cuda_failure: str | None = None
@@ -128,16 +159,6 @@ def probe_hwaccel(hwaccel: str = "auto") -> bool:
     return True
 
 
-@dataclass
-class _Frame:
-    t: float  # presentation time, seconds (absolute, stream clock)
-    frame: Any  # av.VideoFrame
-
-
-class _BudgetExhausted(Exception):
-    pass
-
-
 def _source_name(source: VideoSource) -> str:
     if source.path is not None:
         return str(source.path.name)
@@ -207,150 +228,6 @@ def _codec_name(stream) -> str:
         return "unknown"
 
 
-def _check_pixels(width: int, height: int, limits: DecodeLimits, name: str) -> None:
-    if width * height > limits.max_pixels:
-        raise InvalidVideo(
-            f"{name} is {width}x{height} ({width * height} pixels), over the server's limit of "
-            f"{limits.max_pixels} pixels per frame",
-            reason="resolution_too_large",
-        )
-
-
-def _rotation_ccw(frame) -> int:
-    """Counter-clockwise quarter-turn angle (0/90/180/270) the display matrix asks for."""
-    try:
-        deg = float(frame.rotation or 0)
-    except Exception:  # noqa: BLE001 - no or unreadable display matrix
-        return 0
-    quarter = int(round(deg / 90.0)) % 4
-    if abs(deg - round(deg / 90.0) * 90) > 1:
-        log.debug("display rotation %.1f deg rounded to %d", deg, quarter * 90)
-    return quarter * 90
-
-
-def to_rgb_frame(frame, spec: FrameSpec, reformatter=None) -> tuple[np.ndarray, int]:
-    """One decoded frame -> upright (spec.height, spec.width, 3) uint8 RGB; also the ccw rotation applied.
-
-    Pass one `av.video.reformatter.VideoReformatter` for all frames of a video: `to_ndarray(format=...)`
-    builds a new swscale context per call (2-6 ms each, measured; the reused one 0.1-0.6 ms, same bytes).
-    """
-    if reformatter is None:
-        reformatter = VideoReformatter()
-    arr = reformatter.reformat(frame, format="rgb24").to_ndarray()
-    ccw = _rotation_ccw(frame)
-    if ccw:
-        arr = np.rot90(arr, k=ccw // 90)
-    if arr.shape[0] != spec.height or arr.shape[1] != spec.width:
-        img = Image.fromarray(np.ascontiguousarray(arr))
-        arr = np.asarray(img.resize((spec.width, spec.height), Image.BICUBIC))
-    return np.ascontiguousarray(arr, dtype=np.uint8), ccw
-
-
-class _FrameReader:
-    """Frames of one stream in presentation order, with error tolerance, a frame budget and seeking."""
-
-    def __init__(self, container, stream, limits: DecodeLimits, name: str, start_s: float, default_step_s: float):
-        self.container = container
-        self.stream = stream
-        self.limits = limits
-        self.name = name
-        self.tb = stream.time_base
-        self.start_s = start_s
-        self.default_step_s = default_step_s
-        self.frames_decoded = 0
-        self.packet_errors = 0
-        self.first_error: str | None = None
-        self.budget_exhausted = False
-        self.seen_pts = False
-        self.seen_missing_pts = False
-        self._last_t: float | None = None
-        self._gen: Iterator[_Frame] = self._frames()
-
-    def _note_error(self, e: BaseException) -> None:
-        if self.first_error is None:
-            self.first_error = getattr(e, "strerror", None) or str(e) or type(e).__name__
-
-    def _time_of(self, frame) -> float:
-        if frame.pts is not None and self.tb is not None:
-            self.seen_pts = True
-            t = float(frame.pts * self.tb)
-        else:
-            # No timestamp (raw elementary streams): one frame duration after the previous frame.
-            self.seen_missing_pts = True
-            if self._last_t is None:
-                t = self.start_s
-            else:
-                step = self.default_step_s
-                if frame.duration and self.tb is not None:
-                    step = float(frame.duration * self.tb)
-                t = self._last_t + step
-        self._last_t = t
-        return t
-
-    def _emit(self, frames) -> Iterator[_Frame]:
-        for f in frames:
-            if self.frames_decoded >= self.limits.max_frames:
-                self.budget_exhausted = True
-                raise _BudgetExhausted
-            self.frames_decoded += 1
-            _check_pixels(f.width, f.height, self.limits, self.name)
-            yield _Frame(self._time_of(f), f)
-
-    def _frames(self) -> Iterator[_Frame]:
-        demux = self.container.demux(self.stream)
-        while True:
-            if self.frames_decoded >= self.limits.max_frames:
-                self.budget_exhausted = True
-                raise _BudgetExhausted
-            try:
-                packet = next(demux)
-            except StopIteration:
-                break
-            except (av.error.FFmpegError, OSError, ValueError) as e:
-                self._note_error(e)  # unreadable container data (truncation): stop here
-                break
-            try:
-                decoded = self.stream.decode(packet)
-            except av.error.EOFError:
-                break
-            except (av.error.FFmpegError, ValueError) as e:
-                self._note_error(e)
-                self.packet_errors += 1
-                if self.packet_errors > MAX_PACKET_ERRORS:
-                    break
-                continue
-            yield from self._emit(decoded)
-        # Frames still buffered in the decoder (frame threading, B-frames).
-        try:
-            decoded = self.stream.decode(None)
-        except (av.error.FFmpegError, ValueError):
-            decoded = []
-        yield from self._emit(decoded)
-
-    def next(self) -> _Frame | None:
-        try:
-            return next(self._gen)
-        except StopIteration:
-            return None
-        except _BudgetExhausted:
-            return None
-
-    def seek(self, t_s: float) -> bool:
-        """Jump to the keyframe at or before `t_s` (seconds, stream clock). False if the file cannot seek."""
-        if self.tb is None:
-            return False
-        try:
-            self._gen.close()
-            self.container.seek(int(math.floor(t_s / self.tb)), backward=True, any_frame=False, stream=self.stream)
-            self.stream.codec_context.flush_buffers()
-        except (av.error.FFmpegError, OSError, ValueError) as e:
-            log.debug("seek to %.3fs failed in %s: %s", t_s, self.name, e)
-            self._gen = self._frames()
-            return False
-        self._last_t = None
-        self._gen = self._frames()
-        return True
-
 
 def _stream_start_s(container, stream) -> float:
     if stream.start_time is not None and stream.time_base is not None:
@@ -368,68 +245,39 @@ def _metadata_duration_s(container, stream) -> float | None:
     return None
 
 
-def _scan_duration_s(open_fn: Callable[[], Any], limits: DecodeLimits, step_s: float,
-                     name: str) -> tuple[float | None, int]:
-    """Duration from the packets alone, without decoding, for headers that give none.
-
-    Live WebM and raw elementary streams (.h264, .hevc) have no duration in their
-    header. Demuxing is cheap: use the packets' timestamps; failing that their summed
-    durations; failing that their count times the nominal frame interval (`step_s`,
-    the same interval the reader gives frames without timestamps, so targets and
-    frame times agree). Returns (duration or None when there are no packets, count).
-    """
-    with open_fn() as c:
-        s = _pick_video_stream(c, "")
-        tb = s.time_base
-        lo = hi = None
-        summed = 0
-        count = 0
-        try:
-            for p in c.demux(s):
-                if p.size == 0:
-                    continue
-                count += 1
-                if count > limits.max_frames:
-                    raise InvalidVideo(f"{name} has more than {limits.max_frames} frames and no duration "
-                                       f"in its header", reason="too_many_frames")
-                dur = p.duration or 0
-                summed += dur
-                if p.pts is not None:
-                    lo = p.pts if lo is None else min(lo, p.pts)
-                    hi = p.pts + dur if hi is None else max(hi, p.pts + dur)
-        except (av.error.FFmpegError, OSError, ValueError):
-            pass  # unreadable tail: what was read so far counts
-    if count == 0:
-        return None, 0
-    if tb is not None and lo is not None and hi is not None and hi > lo:
-        return float((hi - lo) * tb), count
-    if tb is not None and summed > 0:
-        return float(summed * tb), count
-    return count * step_s, count
+@dataclass(frozen=True)
+class _Options:
+    threads: int
+    seek: bool
+    skip_nonref: bool
 
 
 def decode_video(
     source: VideoSource,
-    spec: FrameSpec,
+    request: DecodeRequest,
     limits: DecodeLimits,
     hwaccel: str = "auto",
     *,
-    seek_threshold_s: float = DEFAULT_SEEK_THRESHOLD_S,
-    threads: int = 0,
+    threads: int = 1,
+    seek: bool = True,
+    skip_nonref: bool = True,
 ) -> DecodedVideo:
-    """Decode `spec.num_frames` frames sampled at segment centres, upright RGB at spec's size.
+    """Decode every view of `request` in one pass over the file.
 
     hwaccel: "auto"/"cuda" try NVDEC (falling back to software, remembered per process),
-    "none" decodes in software. seek_threshold_s: a target further ahead of the decode
-    position than this is reached by seeking; nearer ones by decoding on. threads:
-    FFmpeg decoder threads (0 = FFmpeg decides).
+    "none" decodes in software. threads: FFmpeg decoder threads (1: one core per decode;
+    0 = FFmpeg decides, i.e. every core). seek: jump to the keyframe before the next wanted
+    frame when it lies ahead (False: decode every packet up to the last wanted frame).
+    skip_nonref: do not decode non-reference frames nobody wants (codecs in `SKIP_NONREF_CODECS`).
+    seek and skip_nonref change the cost, never the frames (tests hold them to that).
     Raises InvalidVideo (see the module docstring for reasons) or InvalidRequest
-    (``file_not_found``).
+    (``file_not_found``, ``invalid_request``).
     """
-    if spec.num_frames < 1 or spec.width < 1 or spec.height < 1:
-        raise InvalidRequest(f"frame spec must be positive, got {spec}", reason="invalid_request")
+    if not isinstance(request, DecodeRequest):
+        raise TypeError(f"request must be a DecodeRequest, got {type(request).__name__}")
     if hwaccel not in HWACCEL_MODES:
         raise ValueError(f"hwaccel must be one of {HWACCEL_MODES}, got {hwaccel!r}")
+    opts = _Options(threads=threads, seek=seek, skip_nonref=skip_nonref)
     name = _source_name(source)
     try:
         size = source.size
@@ -444,7 +292,7 @@ def decode_video(
     container, tried_hw = _open(source, hwaccel, name)
     try:
         with container:
-            return _decode_open(container, tried_hw, source, spec, limits, name, seek_threshold_s, threads)
+            return _decode_open(container, tried_hw, request, limits, name, opts)
     except InvalidVideo as e:
         if not (tried_hw and e.reason == "undecodable"):
             raise
@@ -456,7 +304,7 @@ def decode_video(
     # The CUDA path failed outright: try software once before blaming the file.
     try:
         with _open_software(source, name) as container:
-            result = _decode_open(container, False, source, spec, limits, name, seek_threshold_s, threads)
+            result = _decode_open(container, False, request, limits, name, opts)
     except (av.error.FFmpegError, ValueError) as e:
         raise _unexpected(name, e) from None
     _note_cuda_failure(hwaccel, err)
@@ -464,30 +312,117 @@ def decode_video(
 
 
 def _unexpected(name: str, e: BaseException) -> InvalidVideo:
-    """An FFmpeg error outside the paths handled above (seek, conversion): blame the file."""
+    """An FFmpeg error outside the paths handled above (conversion): blame the file."""
     detail = getattr(e, "strerror", None) or str(e) or type(e).__name__
     return InvalidVideo(f"decoding {name} failed: {detail}", reason="undecodable")
 
 
-def _decode_open(container, tried_hw: bool, source: VideoSource, spec: FrameSpec, limits: DecodeLimits,
-                 name: str, seek_threshold_s: float, threads: int) -> DecodedVideo:
-    stream = _prepare_stream(container, limits, name, threads)
+def _decode_open(container, tried_hw: bool, request: DecodeRequest, limits: DecodeLimits, name: str,
+                 opts: _Options) -> DecodedVideo:
+    # 1. Header facts and the refusals they allow, before any packet is read.
+    stream = _prepare_stream(container, limits, name, opts.threads)
     codec = _codec_name(stream)
     start_s = _stream_start_s(container, stream)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     avg_fps = float(rate) if rate else 0.0
     step_s = 1.0 / avg_fps if avg_fps > 0 else 1.0 / 25
-
     duration = _metadata_duration_s(container, stream)
+    _check_duration(duration, limits, name)
+    # 2. Every packet, not decoded: frame count, presentation order, keyframes (and a duration
+    #    for headers without one: live WebM, raw elementary streams).
+    index = read_packet_index(container, stream, name)
     if duration is None:
-        duration, n_packets = _scan_duration_s(lambda: _open_container(source, None), limits, step_s, name)
+        duration = index.duration_s(stream.time_base, step_s)
         if duration is None:
             raise _undecodable(name, codec, "the stream has no packets")
         if duration > 0:
-            avg_fps = n_packets / duration
-    _check_duration(duration, limits, name)
-    return _sample(container, stream, tried_hw, spec, limits, name, codec, start_s, duration, avg_fps,
-                   step_s, seek_threshold_s)
+            avg_fps = len(index.packets) / duration
+        _check_duration(duration, limits, name)
+    facts = StreamFacts(num_frames=index.num_frames, duration_s=float(duration), fps=float(avg_fps))
+    targets = [_targets_of(view, facts) for view in request.views]
+    # 3. Decode what the views need.
+    feeder = Feeder(stream, limits, name)
+    converter = Converter()
+    sink = _decode_views(feeder, converter, index, stream, request, targets, start_s, step_s, codec, name, opts)
+    if sink is None:
+        raise _undecodable(name, codec, feeder.first_error or index.first_error)
+    first_error = feeder.first_error or index.first_error
+    if first_error:
+        log.info("%s: decode stopped early or skipped packets (%s); sampled from %d decoded frames",
+                 name, first_error, feeder.frames_decoded)
+    return DecodedVideo(views=sink.result(),
+                        info=_video_info(stream, converter, tried_hw, duration, avg_fps, codec, feeder))
+
+
+def _targets_of(view: ViewSpec, facts: StreamFacts) -> FrameTargets:
+    targets = view.sampler.targets(facts)
+    if len(targets) == 0:
+        raise InvalidRequest(f"view {view.name!r} asks for no frames", reason="invalid_request")
+    if targets.indices is not None and min(targets.indices) < 0:
+        raise InvalidRequest(f"view {view.name!r} asks for a negative frame number", reason="invalid_request")
+    return targets
+
+
+def _catalogue_times(index, tb) -> np.ndarray:
+    """Seconds (stream clock) of every frame in presentation order, each exactly float(pts * tb):
+    integer products below 2**53 divided once are correctly rounded, like the Fraction."""
+    pts = index.frame_pts
+    num, den = tb.numerator, tb.denominator
+    if pts.size and max(abs(int(pts[0])), abs(int(pts[-1]))) * num < 2**53 and den < 2**53:
+        return (pts.astype(np.float64) * num) / den
+    return np.array([float(int(p) * tb) for p in pts.tolist()], np.float64)
+
+
+def _decode_views(feeder: Feeder, converter: Converter, index, stream, request: DecodeRequest,
+                  targets: list[FrameTargets], start_s: float, step_s: float, codec: str, name: str,
+                  opts: _Options) -> ViewSink | None:
+    """The planned decode when every frame has a timestamp; a plain one from the start otherwise
+    or when a planned frame did not come out (damaged data). None if no frame decoded at all."""
+    tb = stream.time_base
+    lengths = [len(t) for t in targets]
+    times = None
+    if index.has_timestamps and tb is not None:
+        times = _catalogue_times(index, tb)
+        # 1. Each target -> a frame number: nearest by time (ties: the earlier), or the number asked
+        #    (past the end: the last frame).
+        wanted: dict[int, list[Slot]] = {}
+        n = int(times.size)
+        for v, t in enumerate(targets):
+            if t.times_s is not None:
+                ks = nearest_indices(times, start_s + np.asarray(t.times_s, np.float64)).tolist()
+            else:
+                ks = [min(int(i), n - 1) for i in t.indices]
+            for k, frame in enumerate(ks):
+                wanted.setdefault(frame, []).append((v, k))
+        # 2. Decode the planned runs of packets.
+        plan = make_plan(index, wanted.keys(), seek=opts.seek)
+        sink = ViewSink(request, lengths, start_s, converter)
+        skip = opts.skip_nonref and codec in SKIP_NONREF_CODECS
+        missing = run_plan(feeder, index, plan, wanted, sink, lambda pts: float(pts * tb), skip_nonref=skip)
+        if not missing:
+            return sink
+        log.info("%s: %d wanted frame(s) did not decode (%s); choosing the nearest frames that do",
+                 name, len(missing), feeder.first_error or index.first_error or "no error reported")
+        feeder.drain()
+        feeder.reset()
+        feeder.packet_errors = 0
+    # 3. A plain decode from the first packet, choosing frames as they come out.
+    sink = ViewSink(request, lengths, start_s, converter)
+    time_targets: list[tuple[float, Slot]] = []
+    ordinal_targets: dict[int, list[Slot]] = {}
+    for v, t in enumerate(targets):
+        for k in range(len(t)):
+            if t.times_s is not None:
+                time_targets.append((start_s + float(np.float64(t.times_s[k])), (v, k)))
+            elif times is not None:  # frame numbers of a file with timestamps: that frame's time
+                time_targets.append((float(times[min(t.indices[k], times.size - 1)]), (v, k)))
+            else:
+                ordinal_targets.setdefault(int(t.indices[k]), []).append((v, k))
+    frame_of_pts = {} if times is None else {int(p): k for k, p in enumerate(index.frame_pts.tolist())}
+    picker = SequentialPicker(sink, time_targets, ordinal_targets, time_base=tb, start_s=start_s,
+                              default_step_s=step_s, index_of_pts=frame_of_pts.get)
+    run_sequential(feeder, index, picker)
+    return sink if sink.complete else None
 
 
 def _prepare_stream(container, limits: DecodeLimits, name: str, threads: int):
@@ -496,7 +431,7 @@ def _prepare_stream(container, limits: DecodeLimits, name: str, threads: int):
     if cc is None:
         raise InvalidVideo(f"{name}: no decoder for its {_codec_name(stream)} video stream", reason="undecodable")
     if cc.width and cc.height:
-        _check_pixels(cc.width, cc.height, limits, name)
+        check_pixels(cc.width, cc.height, limits, name)
     try:
         cc.thread_type = "AUTO"
         cc.thread_count = threads
@@ -523,104 +458,25 @@ def _undecodable(name: str, codec: str, first_error: str | None) -> InvalidVideo
                         reason="undecodable")
 
 
-def _sample(container, stream, tried_hw: bool, spec: FrameSpec, limits: DecodeLimits, name: str, codec: str,
-            start_s: float, duration: float, avg_fps: float, step_s: float,
-            seek_threshold_s: float) -> DecodedVideo:
-    """Walk the targets in order, seeking or decoding on, and keep the frame nearest each."""
-    targets = segment_centres(max(duration, 0.0), spec.num_frames, start_s)
-    reader = _FrameReader(container, stream, limits, name, start_s, step_s)
-    can_seek = math.isfinite(seek_threshold_s)
-
-    out = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
-    times = np.empty(spec.num_frames, np.float64)
-    prev: _Frame | None = None  # last frame at or before the target
-    converted: tuple[_Frame, np.ndarray, int] | None = None
-    reformatter = VideoReformatter()  # one swscale context for the whole video
-    first_ccw: int | None = None
-    frame_dims: tuple[int, int] | None = None
-    # 1. Read the first frame: whether frames carry timestamps decides if seeking is safe
-    #    (times synthesized for frames without one do not survive a seek).
-    nxt: _Frame | None = reader.next()  # first frame after the target (or not yet read)
-    exhausted = nxt is None
-
-    for i, t in enumerate(targets):
-        if reader.seen_missing_pts:
-            can_seek = False
-        # 2. Far ahead: jump to the keyframe before the target instead of decoding up to it.
-        pos = nxt.t if nxt is not None else (prev.t if prev is not None else start_s)
-        if can_seek and not exhausted and t - pos > seek_threshold_s:
-            if not reader.seek(t):
-                can_seek = False  # the demuxer refused: decode on from where we are
-            else:
-                landed = reader.next()
-                if landed is not None and landed.t > t + TIE_TOLERANCE_S and landed.t > start_s + TIE_TOLERANCE_S:
-                    # Landed past the target (some indexes are keyed by decode time): back off once.
-                    if reader.seek(max(start_s, t - 2 * max(seek_threshold_s, step_s))):
-                        landed = reader.next()
-                if landed is None:
-                    # Nothing there: the file ends before its header says, or the stream does not
-                    # really seek. Decode from the start instead, without seeking again.
-                    can_seek = False
-                    landed = reader.next() if reader.seek(start_s) else None
-                if landed is None:
-                    exhausted = True  # keep the frames already in hand
-                else:
-                    prev, nxt = None, landed
-        # 3. Decode on until the next frame is past the target.
-        while not exhausted and (nxt is None or nxt.t <= t):
-            if nxt is not None:
-                prev = nxt
-            nxt = reader.next()
-            if nxt is None:
-                exhausted = True
-        if prev is None and nxt is None:
-            break  # nothing decodable at all
-        # 4. Keep whichever neighbour is nearer (ties: the earlier); past the end, the last frame.
-        if prev is None:
-            chosen = nxt
-        elif nxt is None:
-            chosen = prev
-        else:
-            chosen = nxt if nearer_is_later(t, prev.t, nxt.t) else prev
-        assert chosen is not None
-        # 5. Convert once per distinct frame (short clips repeat frames).
-        if converted is None or converted[0] is not chosen:
-            arr, ccw = to_rgb_frame(chosen.frame, spec, reformatter)
-            converted = (chosen, arr, ccw)
-            if frame_dims is None:
-                frame_dims = (chosen.frame.width, chosen.frame.height)
-        out[i] = converted[1]
-        if first_ccw is None:
-            first_ccw = converted[2]
-        times[i] = chosen.t - start_s
-
-    if reader.budget_exhausted:
-        raise InvalidVideo(
-            f"{name}: reaching the sampled frames needs more than the server's limit of "
-            f"{limits.max_frames} decoded frames", reason="too_many_frames")
-    if converted is None:
-        raise _undecodable(name, codec, reader.first_error)
-    if reader.first_error:
-        log.info("%s: decode stopped early or skipped packets (%s); sampled from %d decoded frames",
-                 name, reader.first_error, reader.frames_decoded)
-
+def _video_info(stream, converter: Converter, tried_hw: bool, duration: float, avg_fps: float, codec: str,
+                feeder: Feeder) -> VideoInfo:
     cc = stream.codec_context
-    width, height = (cc.width, cc.height) if cc.width and cc.height else frame_dims or (0, 0)
-    ccw = first_ccw or 0
+    width, height = (cc.width, cc.height) if cc.width and cc.height else converter.first_dims or (0, 0)
+    ccw = converter.first_ccw or 0
     if ccw in (90, 270):
         width, height = height, width
     decoder = "nvdec" if tried_hw and bool(getattr(cc, "is_hwaccel", False)) else "software"
-    info = VideoInfo(
+    return VideoInfo(
         width=int(width),
         height=int(height),
         duration_s=float(duration),
         avg_fps=float(avg_fps),
         codec=codec,
         rotation=(-ccw) % 360,
-        frames_decoded=int(reader.frames_decoded),
+        frames_decoded=int(feeder.frames_decoded),
         decoder=decoder,
     )
-    return DecodedVideo(frames=out, timestamps_s=times, info=info)
 
 
-__all__ = ["decode_video", "to_rgb_frame", "cuda_unavailable_reason", "HWACCEL_MODES", "DEFAULT_SEEK_THRESHOLD_S"]
+__all__ = ["decode_video", "cuda_unavailable_reason", "probe_hwaccel", "HWACCEL_MODES", "SKIP_NONREF_CODECS",
+           "MAX_PACKET_ERRORS"]

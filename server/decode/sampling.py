@@ -1,9 +1,15 @@
-"""Which frames to take from a video: pure functions on timestamps (no decoding here).
+"""Which frames to take from a video: samplers and pure functions on timestamps (no decoding here).
 
-The rule (LOVE's, see DESIGN.md 2.1): split the video into `n` equal segments and
-take the frame at each segment's centre, ``t_i = (i + 0.5) * duration / n`` seconds
-after the start. Time is presentation time (pts x time_base), never a frame index,
-so variable-frame-rate files sample the frame actually shown at that time.
+Samplers (`types.FrameSampler`: small frozen dataclasses, pickled to decode workers) map
+what is known of a stream (`StreamFacts`) to `FrameTargets`:
+
+- `SegmentCentres(n)`: split the video into `n` equal segments and take the frame
+  nearest each segment's centre, ``t_i = (i + 0.5) * duration / n`` seconds after the
+  start. Time is presentation time (pts x time_base), so variable-frame-rate files
+  sample the frame actually shown at that time.
+- `UniformIndices(n)`: InternVL's / LOVE's ``get_index`` without a time bound (DESIGN.md
+  2.1): frame numbers in presentation order, ``int(seg/2 + np.round(seg*i))`` with
+  ``seg = (N - 1) / n`` for a stream of N frames, exactly as the reference computes it.
 
 "Nearest" ties go to the earlier frame (with a small tolerance for timestamp
 rounding), so a clip with exactly `n` evenly spaced frames yields each frame once.
@@ -14,8 +20,11 @@ exactly `n` always come out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+from vidjudge.server.types import FrameTargets, StreamFacts
 
 # Distances closer than this (seconds) count as a tie; timestamps are rationals
 # turned into floats, so exact midpoints can land a hair either side.
@@ -89,7 +98,50 @@ def sample_indices(frame_times_s: Sequence[float] | np.ndarray, n: int, duration
     return nearest_indices(times, segment_centres(duration_s, n, start_s=float(times[0])))
 
 
+@dataclass(frozen=True)
+class SegmentCentres:
+    """`num_frames` targets by time, one at the centre of each equal segment of the video."""
+
+    num_frames: int
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"SegmentCentres needs at least one frame, got {self.num_frames}")
+
+    def targets(self, facts: StreamFacts) -> FrameTargets:
+        duration = facts.duration_s if np.isfinite(facts.duration_s) and facts.duration_s > 0 else 0.0
+        return FrameTargets(times_s=tuple(float(t) for t in segment_centres(duration, self.num_frames)))
+
+
+@dataclass(frozen=True)
+class UniformIndices:
+    """`num_frames` frame numbers spread evenly over the stream's frames, as InternVL's and LOVE's
+    ``get_index(bound=None, fps, max_frame=N-1, first_idx=0, num_segments=num_frames)`` picks them."""
+
+    num_frames: int
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"UniformIndices needs at least one frame, got {self.num_frames}")
+
+    def targets(self, facts: StreamFacts) -> FrameTargets:
+        if facts.num_frames < 1:
+            raise ValueError("UniformIndices needs the stream's frame count")
+        return FrameTargets(indices=uniform_indices(facts.num_frames, self.num_frames))
+
+
+def uniform_indices(total_frames: int, n: int) -> tuple[int, ...]:
+    """The reference's arithmetic, step for step (float64 segment, numpy round half to even, int truncation):
+    start_idx = max(first_idx=0, round(-100000 * fps)) = 0 and end_idx = min(round(100000 * fps), N - 1)."""
+    start_idx, end_idx = 0, total_frames - 1
+    seg_size = float(end_idx - start_idx) / n
+    return tuple(int(start_idx + (seg_size / 2) + np.round(seg_size * idx)) for idx in range(n))
+
+
 __all__ = [
+    "SegmentCentres",
+    "UniformIndices",
+    "uniform_indices",
     "TIE_TOLERANCE_S",
     "segment_centres",
     "nearer_is_later",

@@ -8,6 +8,7 @@ not just shapes: "brightness" clips encode the frame index as a grey level,
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -22,14 +23,38 @@ from vidjudge.export.samples import (
     write_audio_only,
     write_video,
 )
-from vidjudge.server.decode import decode_video
+from vidjudge.server.decode import Resize, SegmentCentres, decode_video
 from vidjudge.server.decode.pyav_decoder import cuda_unavailable_reason
 from vidjudge.server.decode.sampling import nearest_indices, segment_centres
-from vidjudge.server.types import DecodeLimits, FrameSpec, VideoSource
+from vidjudge.server.types import DecodeLimits, DecodeRequest, FrameTargets, VideoSource, ViewSpec
 
 from videos import audio_only, huge_dimensions, random_bytes, truncated_copy, vfr_video, zero_bytes
 
 LIMITS = DecodeLimits()
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """The one view most tests ask for: `num_frames` at segment centres, resized to height x width."""
+
+    num_frames: int
+    height: int
+    width: int
+
+    @property
+    def request(self) -> DecodeRequest:
+        return DecodeRequest(views=(ViewSpec("frames", SegmentCentres(self.num_frames),
+                                             Resize(self.height, self.width)),))
+
+
+@dataclass
+class OneView:
+    frames: np.ndarray
+    timestamps_s: np.ndarray
+    indices: np.ndarray | None
+    info: object
+
+
 SPEC = FrameSpec(num_frames=8, height=48, width=64)
 
 
@@ -45,7 +70,12 @@ AV1_ENCODER = next((c for c in ("libsvtav1", "libaom-av1", "librav1e") if _has_e
 
 
 def _decode(path, spec=SPEC, limits=LIMITS, **kw):
-    return decode_video(VideoSource(path=path), spec, limits, **kw)
+    return _one(decode_video(VideoSource(path=path), spec.request, limits, **kw))
+
+
+def _one(out) -> OneView:
+    v = out.views["frames"]
+    return OneView(v.frames, v.timestamps_s, v.indices, out.info)
 
 
 def _expected_indices(frame_times, duration, n):
@@ -103,7 +133,7 @@ def test_inline_bytes_decode_like_the_file(tmp_path):
     path = write_video(tmp_path / "clip.webm", codec="libvpx-vp9", width=64, height=48, num_frames=12,
                        pattern="gradient", with_audio=True)
     from_path = _decode(path)
-    from_bytes = decode_video(VideoSource(data=path.read_bytes()), SPEC, LIMITS)
+    from_bytes = _one(decode_video(VideoSource(data=path.read_bytes()), SPEC.request, LIMITS))
     np.testing.assert_array_equal(from_path.frames, from_bytes.frames)
     np.testing.assert_array_equal(from_path.timestamps_s, from_bytes.timestamps_s)
 
@@ -178,14 +208,21 @@ def test_seeking_gives_the_same_frames_as_decoding_through(tmp_path, suffix, cod
                        gop_size=10, pattern="counter")
     spec = FrameSpec(8, 16, 80)
     seek = _decode(path, spec)
-    through = _decode(path, spec, seek_threshold_s=float("inf"))
+    through = _decode(path, spec, seek=False, skip_nonref=False)
     np.testing.assert_array_equal(seek.frames, through.frames)
     np.testing.assert_array_equal(seek.timestamps_s, through.timestamps_s)
     want = _expected_indices(np.arange(n) / fps, n / fps, 8)
     assert [counter_index(f) for f in seek.frames] == want.tolist()
-    # Seeking skips most of the file; decoding through reads up to the last target.
+    # Seeking skips most of the file; decoding through decodes every packet up to the last target's.
     assert seek.info.frames_decoded < through.info.frames_decoded / 3
-    assert through.info.frames_decoded >= want[-1] + 1
+    assert through.info.frames_decoded == _packets_through(path, want[-1])
+
+
+def _packets_through(path, frame: int) -> int:
+    """Packets in file (decode) order up to the one holding presentation frame `frame`."""
+    with av.open(str(path)) as c:
+        pts = [p.pts for p in c.demux(video=0) if p.size]
+    return pts.index(sorted(pts)[frame]) + 1
 
 
 @pytest.mark.parametrize("kind", ["live-webm", "raw-h264", "raw-hevc"])
@@ -283,7 +320,7 @@ def test_ten_bit_keeps_range_and_colour(tmp_path):
 
 def test_empty_input(tmp_path):
     with pytest.raises(InvalidVideo) as e:
-        decode_video(VideoSource(data=b""), SPEC, LIMITS)
+        decode_video(VideoSource(data=b""), SPEC.request, LIMITS)
     assert e.value.reason == "empty_input"
     with pytest.raises(InvalidVideo) as e:
         _decode(zero_bytes(tmp_path / "empty.mp4"))
@@ -312,7 +349,7 @@ def test_random_bytes_are_not_a_video(tmp_path, seed):
 
 def test_text_is_not_a_video():
     with pytest.raises(InvalidVideo) as e:
-        decode_video(VideoSource(data=b"<html>not a video</html>\n" * 100), SPEC, LIMITS)
+        decode_video(VideoSource(data=b"<html>not a video</html>\n" * 100), SPEC.request, LIMITS)
     assert e.value.reason == "not_a_video"
 
 
@@ -410,7 +447,7 @@ def test_frame_budget(tmp_path):
     ok = _decode(path, spec, limits=DecodeLimits(max_frames=120))
     assert ok.info.frames_decoded <= 120
     with pytest.raises(InvalidVideo) as e:
-        _decode(path, spec, limits=DecodeLimits(max_frames=120), seek_threshold_s=float("inf"))
+        _decode(path, spec, limits=DecodeLimits(max_frames=120), seek=False, skip_nonref=False)
     assert e.value.reason == "too_many_frames"
     with pytest.raises(InvalidVideo) as e:
         _decode(path, spec, limits=DecodeLimits(max_frames=5))
@@ -426,14 +463,28 @@ def test_garbage_packets_in_a_valid_container_are_undecodable(tmp_path):
     for pos, size in spans:
         data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
     with pytest.raises(InvalidVideo, match="h264") as e:
-        decode_video(VideoSource(data=bytes(data)), SPEC, LIMITS)
+        decode_video(VideoSource(data=bytes(data)), SPEC.request, LIMITS)
     assert e.value.reason == "undecodable"
 
 
-def test_bad_spec_is_refused(tmp_path):
+@dataclass(frozen=True)
+class _NoFrames:
+    def targets(self, facts):
+        return FrameTargets(indices=())
+
+
+def test_bad_views_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        SegmentCentres(0)
+    with pytest.raises(ValueError):
+        Resize(0, 64)
+    with pytest.raises(ValueError):
+        DecodeRequest(views=())
     path = write_video(tmp_path / "clip.mp4", width=64, height=48, num_frames=4)
-    with pytest.raises(InvalidRequest):
-        _decode(path, FrameSpec(0, 48, 64))
+    with pytest.raises(InvalidRequest) as e:
+        decode_video(VideoSource(path=path), DecodeRequest(views=(ViewSpec("none", _NoFrames(), Resize(8, 8)),)),
+                     LIMITS)
+    assert e.value.reason == "invalid_request"
 
 
 def test_write_audio_only_has_audio(tmp_path):

@@ -17,12 +17,12 @@ import pytest
 
 from vidjudge.errors import InvalidVideo, Unavailable
 from vidjudge.export.samples import write_video
-from vidjudge.server.decode import DecodePool, decode_video
-from vidjudge.server.types import DecodeLimits, FrameSpec, VideoSource
+from vidjudge.server.decode import DecodePool, Resize, SegmentCentres, decode_video
+from vidjudge.server.types import DecodeLimits, DecodeRequest, VideoSource, ViewSpec
 
 from videos import misbehaving_decode, random_bytes
 
-SPEC = FrameSpec(num_frames=4, height=32, width=32)
+SPEC = DecodeRequest(views=(ViewSpec("frames", SegmentCentres(4), Resize(32, 32)),))
 LIMITS = DecodeLimits(timeout_s=30.0)
 
 
@@ -66,8 +66,8 @@ def test_results_match_in_process_decoding(clips):
         futs = [pool.submit(src, SPEC), pool.submit(VideoSource(data=src.path.read_bytes()), SPEC)]
         for f in futs:
             out = f.result(timeout=60)
-            np.testing.assert_array_equal(out.frames, ref.frames)
-            np.testing.assert_array_equal(out.timestamps_s, ref.timestamps_s)
+            np.testing.assert_array_equal(out.views["frames"].frames, ref.views["frames"].frames)
+            np.testing.assert_array_equal(out.views["frames"].timestamps_s, ref.views["frames"].timestamps_s)
             assert out.info == ref.info
         assert pool.restarts == 0
 
@@ -85,7 +85,7 @@ def test_crash_fails_only_its_own_task(clips):
         assert "crash.mp4" in e.value.message
         assert not slow.done()  # the crash happened while the other task was running...
         for f in [slow] + ok:  # ...and that task, and the ones queued behind, succeed
-            assert f.result(timeout=60).frames.shape == (4, 32, 32, 3)
+            assert f.result(timeout=60).views["frames"].frames.shape == (4, 32, 32, 3)
         assert pool.restarts == 1
         assert pool.workers == 2
 
@@ -101,7 +101,7 @@ def test_pool_keeps_working_after_several_crashes(clips):
                 futs[name].result(timeout=60)
             assert e.value.reason == "decoder_crashed"
         for f in good:
-            assert f.result(timeout=60).frames.shape == (4, 32, 32, 3)
+            assert f.result(timeout=60).views["frames"].frames.shape == (4, 32, 32, 3)
         assert pool.restarts == 3
         assert not _alive(first_pid)
         assert pool.busy == 0 and pool.pending == 0
@@ -118,7 +118,7 @@ def test_timeout_kills_the_worker_and_replaces_it(clips):
         assert e.value.reason == "decode_timeout"
         assert time.monotonic() - t0 < 5
         assert _wait_for(lambda: not _alive(hung_pid))
-        assert pool.submit(clips("ok.mp4"), SPEC).result(timeout=60).frames.shape == (4, 32, 32, 3)
+        assert pool.submit(clips("ok.mp4"), SPEC).result(timeout=60).views["frames"].frames.shape == (4, 32, 32, 3)
         assert pool.restarts == 1
 
 
@@ -186,7 +186,7 @@ def test_close_lets_running_tasks_finish_within_the_grace_period(clips):
     assert _wait_for(lambda: pool.busy == 1)
     pids = pool.worker_pids
     pool.close(timeout=30)
-    assert running.result(timeout=0).frames.shape == (4, 32, 32, 3)
+    assert running.result(timeout=0).views["frames"].frames.shape == (4, 32, 32, 3)
     assert not any(_alive(p) for p in pids)
 
 
@@ -206,8 +206,8 @@ def test_pool_gives_up_when_workers_cannot_start(clips, tmp_path, monkeypatch):
     # same), then declares itself broken instead of restarting workers forever.
     (tmp_path / "vanishing_decoder.py").write_text(
         "from vidjudge.server.decode import decode_video\n\n\n"
-        "def decode(source, spec, limits, hwaccel):\n"
-        "    return decode_video(source, spec, limits, hwaccel)\n")
+        "def decode(source, request, limits, hwaccel):\n"
+        "    return decode_video(source, request, limits, hwaccel)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import vanishing_decoder
 
