@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vidjudge.server.dimensions import PROMPT_FIELD, Dimension, DimensionFileError, load_dimensions
-from vidjudge.server.types import FrameSpec
+from vidjudge.server.seam_shim import FrameSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

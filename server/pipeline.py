@@ -30,7 +30,8 @@ from vidjudge.server.media import video_source
 from vidjudge.server.metrics import Metrics
 from vidjudge.server.preprocess import PatchSpec, preprocess
 from vidjudge.server.scorer.base import ScoreJob
-from vidjudge.server.types import DimensionScore, EncodedVideo, PreprocessedVideo, StageTimings, VideoInfo
+from vidjudge.server.seam_shim import EncodedVideo, PreprocessedVideo
+from vidjudge.server.types import DimensionScore, StageTimings, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class Pipeline:
         # 1. Decode in a worker process (queue time = waiting for a free worker).
         _remaining(req.deadline)
         t = time.perf_counter()
-        fut = self.decode_pool.submit(source, runner.bundle.frame_spec)
+        fut = self.decode_pool.submit(source, runner.bundle.frame_spec.decode_request)
         decoded = await _wait(fut, req.deadline, "decode")
         total_decode = time.perf_counter() - t
         # The worker times the decode itself; the rest was waiting for a free worker.
@@ -219,8 +220,8 @@ class Pipeline:
         scores = []
         for d, lp in zip(dims, logprobs):
             value, probs = d.score(lp)
-            scores.append(DimensionScore(d.name, value, d.scale_min, d.scale_max, list(d.levels),
-                                         [float(p) for p in probs]))
+            scores.append(DimensionScore(d.name, value, d.scale_min, d.scale_max, levels=list(d.levels),
+                                         probabilities=[float(p) for p in probs]))
         timings.total_s = time.perf_counter() - t0
         m = self.metrics.stage_seconds
         for stage in ("queue", "decode", "preprocess", "encode", "llm"):

@@ -26,7 +26,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from vidjudge.server.types import DecodedVideo, FrameSpec, PreprocessedVideo
+from vidjudge.server.seam_shim import FrameSpec, PreprocessedVideo, frames_of
+from vidjudge.server.types import DecodedVideo
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,7 +87,7 @@ def second_per_grid_t(video: DecodedVideo, spec: PatchSpec) -> float:
     Frames are sampled one per equal segment, so the sampling rate is num_frames / duration;
     unknown durations count as 2 fps.
     """
-    n = int(video.frames.shape[0])
+    n = int(frames_of(video).shape[0])
     duration = float(video.info.duration_s)
     if not np.isfinite(duration) or duration <= 0 or n <= 0:
         return spec.temporal_patch_size / 2.0
@@ -117,7 +118,7 @@ def patchify(frames: np.ndarray, spec: PatchSpec) -> np.ndarray:
 
 def preprocess(video: DecodedVideo, spec: PatchSpec) -> PreprocessedVideo:
     """Rescale, normalise and patchify a decoded video (frames already at the bundle size)."""
-    frames = video.frames
+    frames = frames_of(video)
     pixel_values = patchify(frames, spec)
     t, h, w = frames.shape[:3]
     grid = (t // spec.temporal_patch_size, h // spec.patch_size, w // spec.patch_size)

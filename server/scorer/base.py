@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from vidjudge.server.bundle import PromptIds
-from vidjudge.server.types import EncodedVideo
+from vidjudge.server.seam_shim import EncodedVideo
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def hf_reference(bundle_dir, video_path, prompt):
 
     bundle = load_bundle(bundle_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(bundle.llm_path, dtype=torch.float32).eval()
-    decoded = decode_video(VideoSource(path=video_path), bundle.frame_spec, DecodeLimits(), hwaccel="none")
+    decoded = decode_video(VideoSource(path=video_path), bundle.frame_spec.decode_request, DecodeLimits(), hwaccel="none")
     p = bundle.manifest.preprocess
     pre = preprocess(decoded, PatchSpec(p.patch_size, p.temporal_patch_size, p.merge_size, tuple(p.mean),
                                         tuple(p.std)))

@@ -22,7 +22,7 @@ from vidjudge.errors import DeadlineExceeded
 from vidjudge.export.samples import write_video
 from vidjudge.server.scorer import torchvision_compat
 from vidjudge.server.scorer.base import ScoreJob
-from vidjudge.server.types import EncodedVideo
+from vidjudge.server.seam_shim import EncodedVideo
 
 from servers import make_config
 

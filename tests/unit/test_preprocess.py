@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from vidjudge.server.preprocess import PatchSpec, grid_for, preprocess
-from vidjudge.server.types import DecodedVideo, FrameSpec, VideoInfo
+from vidjudge.server.seam_shim import VIEW, FrameSpec
+from vidjudge.server.types import DecodedVideo, FrameView, VideoInfo
 
 SPEC = PatchSpec()
 
 
 def _video(frames: np.ndarray, duration_s: float = 2.0) -> DecodedVideo:
     t, h, w, _ = frames.shape
-    return DecodedVideo(frames=frames, timestamps_s=np.linspace(0, duration_s, t, endpoint=False),
+    return DecodedVideo(views={VIEW: FrameView(frames, np.linspace(0, duration_s, t, endpoint=False))},
                         info=VideoInfo(width=w, height=h, duration_s=duration_s, avg_fps=24.0, codec="h264"))
 
 
