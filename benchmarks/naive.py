@@ -77,7 +77,7 @@ class NaiveJudge:
 
         b = self.bundle
         t0 = time.perf_counter()
-        decoded = decode_video(VideoSource(path=Path(video)), b.frame_spec, DecodeLimits(), hwaccel="none")
+        decoded = decode_video(VideoSource(path=Path(video)), b.frame_spec.decode_request, DecodeLimits(), hwaccel="none")
         t1 = time.perf_counter()
         pre = preprocess(decoded, self.patch_spec)
         pixel_values = torch.from_numpy(pre.pixel_values).to(self.device, self.model.dtype)

@@ -125,12 +125,12 @@ def bench_decode(clips: Sequence[Path], *, frame_spec, threads: int = 0, min_tim
             src = VideoSource(path=clip)
 
             def ours(seek: bool, src=src) -> Callable[[], None]:
-                return lambda: decode_video(src, frame_spec, limits, hwaccel="none", threads=threads,
-                                            seek_threshold_s=1.0 if seek else math.inf).info.frames_decoded
+                return lambda: decode_video(src, frame_spec.decode_request, limits, hwaccel="none", threads=threads,
+                                            seek=seek, skip_nonref=seek).info.frames_decoded
 
             def pooled(pool, n: int, src=src) -> Callable[[], int]:
                 def fn() -> int:
-                    for f in [pool.submit(src, frame_spec) for _ in range(n)]:
+                    for f in [pool.submit(src, frame_spec.decode_request) for _ in range(n)]:
                         f.result(timeout=120)
                     return n  # videos per call: the pool is kept full
                 return fn
@@ -243,7 +243,7 @@ def bench_llm(bundle_dir: Path, *, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16,
     from vidjudge.server.scorer.base import ScoreJob
     from vidjudge.server.scorer.positions import mrope_positions
     from vidjudge.server.scorer.transformers_backend import TransformersScorer
-    from vidjudge.server.types import EncodedVideo
+    from vidjudge.server.seam_shim import EncodedVideo
 
     progress = progress or common.Progress()
     bundle = load_bundle(bundle_dir)
