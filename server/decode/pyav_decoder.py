@@ -77,10 +77,12 @@ log = logging.getLogger(__name__)
 
 HWACCEL_MODES = ("auto", "cuda", "none")
 
-# Decoders whose skip_frame=NONREF drops exactly the frames no other frame refers to, read per
-# packet, so wanted frames still decode and come out bit-identical (tests/unit/test_decode_plan.py).
-# Others are decoded in full: e.g. libdav1d reads the setting once, at open.
-SKIP_NONREF_CODECS: frozenset[str] = frozenset()  # none enabled yet
+# Decoders whose skip_frame=NONREF drops exactly the frames no other frame refers to (H.264:
+# nal_ref_idc 0, so b-pyramid B-frames that are references still decode; HEVC: sub-layer
+# non-reference NAL types), read per packet, so wanted frames still decode, bit-identical
+# (tests/unit/test_decode_skip.py). Not listed: VP8/VP9 ignore NONREF; libdav1d (AV1) reads
+# the setting once, when it opens, and would then drop wanted frames too.
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc"})
 
 # Why CUDA decoding failed in this process; once set, it is never tried again here.
 _cuda_failure: str | None = None
