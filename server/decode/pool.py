@@ -50,6 +50,8 @@ DecodeFn = Callable[[VideoSource, DecodeRequest, DecodeLimits, str], DecodedVide
 
 # Workers dying before they report ready this many times in a row: give up on hwaccel, then on the pool.
 _MAX_START_FAILURES = 3
+# Added to decode workers' nice value (Linux: 0..19, higher yields the CPU to others first).
+WORKER_NICENESS = 10
 # Workers that may die while decoding one video before the video is blamed (the first may have
 # been killed from outside: OOM killer, an operator's kill -9).
 _DEATHS_PER_VIDEO = 2
@@ -102,6 +104,12 @@ def _portable(exc: BaseException) -> BaseException:
 
 def _worker_main(conn, limits: DecodeLimits, hwaccel: str, decode_fn: DecodeFn, log_level: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    try:
+        # Below the server's priority: when decoding saturates the cores, the event loop (admission,
+        # refusals, dispatch) still runs at once. With idle cores this changes nothing.
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)s [decode-worker %(process)d] %(name)s: %(message)s")
     if hwaccel != "none":
