@@ -1,7 +1,6 @@
-"""`python -m vidjudge.benchmarks.stages decode` runs end to end and reports both baselines.
-
-A smoke test on two tiny clips (never on speed), plus the "scene" pattern the benchmark's
-generated clips use: deterministic, textured and moving.
+"""`python -m vidjudge.benchmarks.stages decode` and `python -m vidjudge.benchmarks.burst` run end to
+end and account for what they measure (smoke tests: never on speed), plus the "scene" pattern the
+decode benchmark's generated clips use: deterministic, textured and moving.
 """
 
 from __future__ import annotations
@@ -47,3 +46,20 @@ def test_stages_decode_reports_every_method_and_both_ratios(tmp_path):
         assert ours["vs_pyav_decode_all"] > 0 and ours["frames_decoded"] <= ours["frames_in_clip"]
         if doc["results"]["decode"]["ffmpeg"]:
             assert ours["vs_ffmpeg"] > 0
+
+
+def test_burst_answers_every_call_on_both_servers(tiny_bundle, tmp_path):
+    video = write_video(tmp_path / "clip.mp4", width=160, height=120, num_frames=8, fps=8, pattern="scene")
+    out = tmp_path / "burst.json"
+    run = subprocess.run([sys.executable, "-m", "vidjudge.benchmarks.burst", "--bundle", str(tiny_bundle),
+                          "--limit", "2", "--calls", "16", "--clients", "2", "--channels", "1", "--repeats", "1",
+                          "--videos", str(video), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    runs = doc["results"]["runs"]
+    assert sorted(r["mode"] for r in runs) == ["baseline", "edge"]
+    for r in runs:
+        assert r["calls"] == 16 and r["ok"] + r["resource_exhausted"] == 16 and r["other"] == 0, r
+        assert r["ok"] >= 2 and r["resource_exhausted"] >= 1
+        assert r["in_flight_after"] == 0
+    assert "p99 baseline/edge" in run.stdout
