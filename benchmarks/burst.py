@@ -306,7 +306,8 @@ def medians(rows: list[dict]) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vidjudge.benchmarks.burst", description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", help="Bundle to serve (default: the tiny random bundle, built on first use).")
     ap.add_argument("--limit", type=int, default=64, help="admission.max_in_flight (default 64, the server default).")
     ap.add_argument("--calls", type=int, default=0, help="Calls in the burst (default 10x --limit).")

@@ -387,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--shapes", default="", metavar="NAME,NAME",
                    help=f"Only these generated shapes (default all: {', '.join(s.name for s in DECODE_SHAPES)}).")
     d.add_argument("--decode-frames", type=int, default=8, help="Frames sampled per video (default 8).")
-    d.add_argument("--frame-size", default="448x448", metavar="HxW", help="Sampled frames resized to (default 448x448).")
+    d.add_argument("--frame-size", default="448x448", metavar="HxW",
+                   help="Size of the Resize view measured too (default 448x448).")
     d.add_argument("--decode-threads", type=int, default=1,
                    help="FFmpeg decoder threads for every decode method, ffmpeg -threads too (default 1: the "
                         "server's, one per decode worker).")
