@@ -159,3 +159,40 @@ def test_frame_numbers_and_times_share_one_pass(short_gops):
     wanted = set(out.views["t"].indices.tolist()) | set(out.views["i"].indices.tolist())
     needed, _ = _independent_cost(short_gops, wanted)
     assert out.info.frames_decoded == needed
+
+
+def test_open_gop_leading_frames_of_a_real_hevc_file(tmp_path, caplog):
+    # x265 defaults to open GOPs: the second keyframe (a CRA) is stored before frames shown just
+    # before it, which refer to the group before. Wanting them must decode from the first keyframe.
+    from dataclasses import dataclass
+
+    from vidjudge.server.decode import Native
+    from vidjudge.server.types import FrameTargets
+
+    path = write_video(tmp_path / "open_gop.mp4", codec="libx265", width=128, height=72, num_frames=96, fps=24,
+                       pattern="checker", options={"preset": "medium",
+                                                   "x265-params": "log-level=error:bframes=4:keyint=48"})
+    pts, keys = _packets(path)
+    order = sorted(pts)
+    second = [i for i, k in enumerate(keys) if k][1]
+    leading = [order.index(p) for p in pts[second + 1:second + 8] if p < pts[second]]
+    assert leading  # the file really has leading frames after its second keyframe
+    with av.open(str(path)) as c:
+        every = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+    @dataclass(frozen=True)
+    class These:
+        frames: tuple[int, ...]
+
+        def targets(self, facts):
+            return FrameTargets(indices=self.frames)
+
+    wanted = tuple(sorted(leading)) + (order.index(pts[second]), 90)
+    caplog.set_level("INFO", logger="vidjudge.server.decode")
+    for skip in (True, False):
+        out = decode_video(VideoSource(path=path), DecodeRequest(views=(ViewSpec("v", These(wanted), Native()),)),
+                           LIMITS, "none", skip_nonref=skip)
+        for k, i in enumerate(wanted):
+            np.testing.assert_array_equal(out.views["v"].frames[k], every[i])
+        assert out.info.frames_decoded < len(every)
+    assert "did not decode" not in caplog.text
