@@ -82,9 +82,9 @@ def _calls(clips, name: str) -> list[int]:
 def test_crash_fails_only_its_own_task(clips):
     with DecodePool(2, LIMITS, decode_fn=misbehaving_decode) as pool:
         assert _wait_for(lambda: pool.ready == 2)
-        # One worker is mid-decode (6 s) while the other one segfaults, is replaced, and the
+        # One worker is mid-decode (10 s) while the other one segfaults, is replaced, and the
         # video segfaults its second worker too.
-        slow = pool.submit(clips("slow-6s.mp4"), SPEC)
+        slow = pool.submit(clips("slow-10s.mp4"), SPEC)
         crash = pool.submit(clips("crash.mp4"), SPEC)
         ok = [pool.submit(clips("ok.mp4"), SPEC) for _ in range(4)]
         with pytest.raises(InvalidVideo, match="SIGSEGV") as e:
@@ -117,7 +117,7 @@ def test_a_file_that_crashes_every_worker_is_refused_after_exactly_two(clips):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_worker_killed_from_outside_does_not_fail_the_video(clips, workers):
     # SIGKILL (the OOM killer, an operator) while a healthy video decodes: it is decoded again.
-    name = f"slow-killed-{workers}.mp4"
+    name = f"slow-3s-killed-{workers}.mp4"  # 3 s between the worker taking it and decoding it
     with DecodePool(workers, LIMITS, decode_fn=misbehaving_decode) as pool:
         assert _wait_for(lambda: pool.ready == workers)
         fut = pool.submit(clips(name), SPEC)
