@@ -13,6 +13,8 @@ need real files in many codecs and containers, with known content:
   corner of the *upright* picture, so a test can tell whether output is upright.
 - ``gradient`` / ``bars`` / ``checker``: smooth, moving, easy to compress.
 - ``noise``: seeded random pixels (hard to compress; a worst case for decoders).
+- ``scene``: what generated video looks like to a codec: a detailed, smoothly textured
+  background under a slow camera pan, with coloured shapes moving across it (benchmarks).
 
 Everything is a pure function of the arguments and ``seed``: the same call
 writes the same pixels (the encoded bytes may differ between library builds).
@@ -23,11 +25,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-PATTERNS = ("gradient", "noise", "brightness", "counter", "orientation", "bars", "checker")
+PATTERNS = ("gradient", "noise", "brightness", "counter", "orientation", "bars", "checker", "scene")
 
 COUNTER_BITS = 10  # a "counter" frame shows its index in binary: up to 1024 distinct frames
 
@@ -117,6 +120,8 @@ def render_frame(pattern: str, width: int, height: int, index: int, num_frames: 
         sq_h, sq_w = max(1, h // 6), max(1, w // 6)
         img[:sq_h, :sq_w] = (255, 255, 255)  # white square top-left
         return img
+    if pattern == "scene":
+        return _scene_frame(w, h, index, num_frames, seed)
     y = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
     x = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
     if pattern == "gradient":
@@ -141,6 +146,59 @@ def render_frame(pattern: str, width: int, height: int, index: int, num_frames: 
         img = np.where(on[..., None], np.array([230, 200, 40], np.uint8), np.array([30, 40, 120], np.uint8))
         return img.astype(np.uint8)
     raise ValueError(f"unknown pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
+
+
+@lru_cache(maxsize=4)
+def _scene_texture(width: int, height: int, seed: int) -> np.ndarray:
+    """A smooth, detailed colour texture 1.25x the frame (room for the camera to pan): seeded random
+    grids at three scales, each upsampled bicubically (clouds with fine detail), mapped to colours."""
+    from PIL import Image
+
+    rng = np.random.default_rng([seed, 7])
+    big_w, big_h = int(width * 1.25) + 2, int(height * 1.25) + 2
+    acc = np.zeros((big_h, big_w, 3), np.float32)
+    for cells, weight in ((6, 0.55), (24, 0.3), (96, 0.15)):
+        gh, gw = max(2, cells * big_h // max(big_w, 1)), cells
+        grid = rng.random((gh, gw, 3)).astype(np.float32)
+        for c in range(3):
+            up = Image.fromarray(grid[..., c], mode="F").resize((big_w, big_h), Image.BICUBIC)
+            acc[..., c] += weight * np.asarray(up)
+    lo, hi = acc.min(), acc.max()
+    acc = (acc - lo) / max(hi - lo, 1e-6)
+    tint = np.array([0.9, 0.75, 1.0], np.float32) * 235  # a colour grade, not grey
+    return np.clip(acc * tint + 10, 0, 255).astype(np.uint8)
+
+
+def _scene_frame(w: int, h: int, index: int, num_frames: int, seed: int) -> np.ndarray:
+    tex = _scene_texture(w, h, seed)
+    phase = index / max(num_frames, 1)
+    # 1. Camera: a slow diagonal pan with a gentle sway.
+    pan_x = int((tex.shape[1] - w - 1) * (0.5 - 0.5 * np.cos(np.pi * phase)))
+    pan_y = int((tex.shape[0] - h - 1) * (0.5 + 0.45 * np.sin(2 * np.pi * phase)))
+    img = tex[pan_y:pan_y + h, pan_x:pan_x + w].copy()
+    # 2. Shapes moving along their own smooth paths (discs and boxes, flat and shaded).
+    rng = np.random.default_rng([seed, 11])
+    scale = min(w, h)
+    for s in range(6):
+        color = rng.integers(20, 236, 3)
+        fx, fy, off = rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5), rng.uniform(0, 2 * np.pi)
+        cx = int(w * (0.5 + 0.4 * np.sin(2 * np.pi * fx * phase + off)))
+        cy = int(h * (0.5 + 0.4 * np.cos(2 * np.pi * fy * phase + 1.3 * off)))
+        r = max(1, int(scale * rng.uniform(0.05, 0.14)))
+        y0, y1, x0, x1 = max(0, cy - r), min(h, cy + r), max(0, cx - r), min(w, cx + r)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        if s % 2 == 0:  # a shaded disc: lit from the top left
+            d2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / float(r * r)
+            inside = d2 <= 1.0
+            shade = 1.15 - 0.5 * np.clip(((yy - cy) + (xx - cx)) / (2.0 * r) + 0.5, 0, 1)
+            patch = np.clip(color[None, None, :] * shade[..., None], 0, 255).astype(np.uint8)
+            img[y0:y1, x0:x1][inside] = patch[inside]
+        else:  # a box with the texture showing through, recoloured
+            sub = img[y0:y1, x0:x1].astype(np.uint16)
+            img[y0:y1, x0:x1] = ((sub + color[None, None, :]) // 2).astype(np.uint8)
+    return img
 
 
 def _container_format(path: Path, container: str | None) -> str:

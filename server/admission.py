@@ -37,6 +37,14 @@ class Admission:
             self.in_flight += 1
             self.bytes += nbytes
 
+    def add_bytes(self, nbytes: int) -> None:
+        """Hold `nbytes` more for a request admitted before its size was known (edge_admission)."""
+        with self._lock:
+            if self.bytes + nbytes > self.max_bytes:
+                raise Overloaded(f"server busy: {self.bytes + nbytes} bytes of video would be held "
+                                 f"(limit {self.max_bytes})", reason="too_many_bytes")
+            self.bytes += nbytes
+
     def release(self, nbytes: int) -> None:
         with self._lock:
             self.in_flight -= 1

@@ -20,7 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from vidjudge.server.types import DecodeLimits
@@ -88,10 +88,31 @@ class AdmissionConfig(_Section):
 
 
 class DecodeConfig(_Section):
-    workers: int = Field(2, ge=1, le=256, description="Decoder worker processes (a crash loses one request only).")
+    workers: int = Field(
+        0, ge=0, le=256, validate_default=True,
+        description="Decoder worker processes (a crash loses one request only), each decoding one video at a time "
+                    "with one FFmpeg thread; 0 or \"auto\" = half the usable cores, at least 2 (2 cores -> 2, 8 -> 4, "
+                    "64 -> 32). Decode is the CPU-heavy stage; the other half is left to the encoder, the scorer "
+                    "and the server (each of those takes a quarter by default).")
     hwaccel: Literal["auto", "cuda", "none"] = Field(
         "auto", description="auto: NVDEC when a GPU is present, else software (decided once per worker)."
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, v: Any) -> Any:
+        return cls.auto_workers() if v in (0, "0", "auto") else v
+
+    @staticmethod
+    def auto_workers() -> int:
+        """Half the cores this process may run on, at least 2: one FFmpeg thread per worker, so the
+        decoders never take more than half (every runtime at all cores oversubscribes: DESIGN.md 5);
+        two keep one worker decoding while another is replaced after a crash."""
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(2, cores // 2)
 
 
 class EncoderConfig(_Section):

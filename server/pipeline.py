@@ -14,6 +14,7 @@ before each backend; a cancelled call cancels its pending work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -30,6 +31,7 @@ from vidjudge.server.admission import Admission
 from vidjudge.server.batching import Batcher, BatchWorker
 from vidjudge.server.bundle import Bundle
 from vidjudge.server.config import Config
+from vidjudge.server.edge_admission import holds_slot
 from vidjudge.server.media import video_source
 from vidjudge.server.metrics import Metrics
 from vidjudge.server.shared import Progress, SharedWork, content_key
@@ -201,7 +203,8 @@ class Pipeline:
         runner, dims = self.resolve(req)
         nbytes = len(req.data) if req.data is not None else 0
         t0 = time.perf_counter()
-        with self.admission.slot(nbytes):
+        # A Score call the gRPC edge admitted holds its slot already (server/edge_admission.py).
+        with contextlib.nullcontext() if holds_slot() else self.admission.slot(nbytes):
             result = await self._score(runner, dims, req, t0)
         self.metrics.videos.labels(result.model).inc()
         return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import time
 from pathlib import Path
 
@@ -71,14 +72,16 @@ def misbehaving_decode(source: VideoSource, request: DecodeRequest, limits: Deco
     """A `decode_fn` for DecodePool tests that misbehaves according to the file name.
 
     crash -> segfault (reads address 0); abort -> SIGABRT; exit -> os._exit(3);
-    hang -> sleeps for an hour; slow -> sleeps 1 s then decodes; invalid -> raises
+    hang -> sleeps for an hour; slow -> sleeps 1 s (slow-<N>s: N s) then decodes; invalid -> raises
     InvalidVideo(reason="custom_reason"); typeerror -> raises TypeError;
-    anything else decodes normally. Every call first leaves a marker file
-    `<name>.called` beside the video, so a test can tell whether a task reached a worker.
+    anything else decodes normally. Every call first appends its process id to a marker file
+    `<name>.called` beside the video, so a test can tell whether (and in which workers, how many
+    times) a task reached a worker.
     """
     name = source.path.name if source.path is not None else ""
     if source.path is not None:
-        source.path.with_name(name + ".called").touch()
+        with open(source.path.with_name(name + ".called"), "a") as marker:
+            marker.write(f"{os.getpid()}\n")
     if "crash" in name:
         ctypes.string_at(0)
     if "abort" in name:
@@ -88,7 +91,8 @@ def misbehaving_decode(source: VideoSource, request: DecodeRequest, limits: Deco
     if "hang" in name:
         time.sleep(3600)
     if "slow" in name:
-        time.sleep(1.0)
+        seconds = re.search(r"slow-(\d+)s", name)
+        time.sleep(float(seconds.group(1)) if seconds else 1.0)
     if "invalid" in name:
         raise InvalidVideo(f"{name} was refused on purpose", reason="custom_reason")
     if "typeerror" in name:

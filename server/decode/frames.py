@@ -97,6 +97,13 @@ class Feeder:
         """Forget all decoder state (after `drain`, or before jumping to a keyframe elsewhere)."""
         self.cc.flush_buffers()
 
+    def restart(self) -> None:
+        """Ready to decode again from the first packet: frames in flight out (and counted), state and
+        the error count cleared (the first error is kept for the log)."""
+        self.drain()
+        self.reset()
+        self.packet_errors = 0
+
     def _count(self, frames: list) -> list:
         for f in frames:
             if self.frames_decoded >= self.limits.max_frames:

@@ -5,8 +5,11 @@ FFmpeg can segfault on hostile or truncated input and when NVDEC fails to start
 worker process (multiprocessing "spawn" context, one task at a time over a Pipe),
 managed by one dispatcher thread in the parent:
 
-- a worker that dies mid-task (segfault, abort, os._exit, killed) fails only its
-  own task, with ``InvalidVideo(reason="decoder_crashed")``, and is replaced;
+- a worker that dies mid-task (segfault, abort, os._exit, SIGKILL, the OOM killer)
+  is replaced, and its video is decoded again, first in the queue, on the next free
+  worker: a worker killed from outside is not the file's fault. A video during which
+  two workers die fails, and only its own task, with
+  ``InvalidVideo(reason="decoder_crashed")``; both deaths count as restarts;
 - a task running past ``limits.timeout_s`` has its worker killed, fails with
   ``InvalidVideo(reason="decode_timeout")``, and the worker is replaced;
 - exceptions raised by ``decode_fn`` come back as the same type, message and reason;
@@ -47,6 +50,11 @@ DecodeFn = Callable[[VideoSource, DecodeRequest, DecodeLimits, str], DecodedVide
 
 # Workers dying before they report ready this many times in a row: give up on hwaccel, then on the pool.
 _MAX_START_FAILURES = 3
+# Added to decode workers' nice value (Linux: 0..19, higher yields the CPU to others first).
+WORKER_NICENESS = 10
+# Workers that may die while decoding one video before the video is blamed (the first may have
+# been killed from outside: OOM killer, an operator's kill -9).
+_DEATHS_PER_VIDEO = 2
 
 
 # --------------------------------------------------------------------------- messages over the Pipe
@@ -96,6 +104,12 @@ def _portable(exc: BaseException) -> BaseException:
 
 def _worker_main(conn, limits: DecodeLimits, hwaccel: str, decode_fn: DecodeFn, log_level: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    try:
+        # Below the server's priority: when decoding saturates the cores, the event loop (admission,
+        # refusals, dispatch) still runs at once. With idle cores this changes nothing.
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)s [decode-worker %(process)d] %(name)s: %(message)s")
     if hwaccel != "none":
@@ -138,6 +152,7 @@ class _Task:
     request: DecodeRequest
     name: str
     started: bool = False
+    deaths: list[str] = field(default_factory=list)  # how each worker that held this task died
 
 
 @dataclass
@@ -459,16 +474,37 @@ class DecodePool:
         w.proc.join(timeout=5)
         how = _describe_exit(w.proc.exitcode)
         task = self._finish(w)
-        if task is not None:
-            log.warning("decode worker %s died (%s) while decoding %s", w.proc.pid, how, task.name)
-            _fail(task.future, InvalidVideo(
-                f"the video decoder crashed ({how}) while decoding {task.name}; the file is probably "
-                f"corrupt or hostile", reason="decoder_crashed"))
-        elif not w.ready:
-            self._start_failed(w, how)
-        else:
-            log.warning("idle decode worker %s died (%s)", w.proc.pid, how)
+        pid = w.proc.pid
+        if task is None and not w.ready:
+            self._start_failed(w, how)  # first: it may switch the replacement to software decoding
+        elif task is None:
+            log.warning("idle decode worker %s died (%s)", pid, how)
+        # Replaced (and counted) before the task's caller hears of it.
         self._replace(w, count_restart=True)
+        if task is not None:
+            self._after_death_during(task, pid, how)
+
+    def _after_death_during(self, task: _Task, pid: int | None, how: str) -> None:
+        """Retry the video once (at the head of the queue); blame it when a second worker dies on it."""
+        task.deaths.append(how)
+        with self._lock:
+            stopping = self._closed or self._broken
+            retry = len(task.deaths) < _DEATHS_PER_VIDEO and not stopping
+            if retry:
+                self._queue.appendleft(task)
+        if stopping and len(task.deaths) < _DEATHS_PER_VIDEO:
+            _fail(task.future, Unavailable(f"a decode worker died while decoding {task.name} and the pool is "
+                                           f"stopping", reason="shutting_down"))
+            return
+        if retry:
+            log.warning("decode worker %s died (%s) while decoding %s; decoding it again on another worker",
+                        pid, how, task.name)
+            return
+        log.warning("decode worker %s died (%s) while decoding %s, the video's %d. worker death; refusing it",
+                    pid, how, task.name, len(task.deaths))
+        _fail(task.future, InvalidVideo(
+            f"the video decoder crashed while decoding {task.name}, {len(task.deaths)} times "
+            f"({'; '.join(task.deaths)}); the file is probably corrupt or hostile", reason="decoder_crashed"))
 
     def _start_failed(self, w: _Worker, how: str) -> None:
         self._start_failures += 1

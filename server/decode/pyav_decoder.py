@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import av
@@ -59,7 +59,7 @@ from vidjudge.server.decode.frames import (
     run_plan,
     run_sequential,
 )
-from vidjudge.server.decode.packets import read_packet_index
+from vidjudge.server.decode.packets import PacketIndex, read_packet_index
 from vidjudge.server.decode.plan import make_plan
 from vidjudge.server.decode.sampling import nearest_indices
 from vidjudge.server.types import (
@@ -77,10 +77,12 @@ log = logging.getLogger(__name__)
 
 HWACCEL_MODES = ("auto", "cuda", "none")
 
-# Decoders whose skip_frame=NONREF drops exactly the frames no other frame refers to, read per
-# packet, so wanted frames still decode and come out bit-identical (tests/unit/test_decode_plan.py).
-# Others are decoded in full: e.g. libdav1d reads the setting once, at open.
-SKIP_NONREF_CODECS: frozenset[str] = frozenset()  # none enabled yet
+# Decoders whose skip_frame=NONREF drops exactly the frames no other frame refers to (H.264:
+# nal_ref_idc 0, so b-pyramid B-frames that are references still decode; HEVC: sub-layer
+# non-reference NAL types), read per packet, so wanted frames still decode, bit-identical
+# (tests/unit/test_decode_skip.py). Not listed: VP8/VP9 ignore NONREF; libdav1d (AV1) reads
+# the setting once, when it opens, and would then drop wanted frames too.
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc"})
 
 # Why CUDA decoding failed in this process; once set, it is never tried again here.
 _cuda_failure: str | None = None
@@ -228,7 +230,6 @@ def _codec_name(stream) -> str:
         return "unknown"
 
 
-
 def _stream_start_s(container, stream) -> float:
     if stream.start_time is not None and stream.time_base is not None:
         return float(stream.start_time * stream.time_base)
@@ -341,12 +342,13 @@ def _decode_open(container, tried_hw: bool, request: DecodeRequest, limits: Deco
     facts = StreamFacts(num_frames=index.num_frames, duration_s=float(duration), fps=float(avg_fps))
     targets = [_targets_of(view, facts) for view in request.views]
     # 3. Decode what the views need.
+    clip = _Clip(stream, index, name, codec, start_s, step_s)
     feeder = Feeder(stream, limits, name)
     converter = Converter()
-    sink = _decode_views(feeder, converter, index, stream, request, targets, start_s, step_s, codec, name, opts)
-    if sink is None:
-        raise _undecodable(name, codec, feeder.first_error or index.first_error)
+    sink = _decode_views(clip, feeder, converter, request, targets, opts)
     first_error = feeder.first_error or index.first_error
+    if sink is None:
+        raise _undecodable(name, codec, first_error)
     if first_error:
         log.info("%s: decode stopped early or skipped packets (%s); sampled from %d decoded frames",
                  name, first_error, feeder.frames_decoded)
@@ -363,66 +365,92 @@ def _targets_of(view: ViewSpec, facts: StreamFacts) -> FrameTargets:
     return targets
 
 
-def _catalogue_times(index, tb) -> np.ndarray:
-    """Seconds (stream clock) of every frame in presentation order, each exactly float(pts * tb):
-    integer products below 2**53 divided once are correctly rounded, like the Fraction."""
-    pts = index.frame_pts
+@dataclass
+class _Clip:
+    """One open video stream with its packets indexed: what choosing and decoding frames needs."""
+
+    stream: Any
+    index: PacketIndex
+    name: str
+    codec: str
+    start_s: float  # the stream's first presentation time (targets count from it)
+    step_s: float  # nominal frame interval (frames without timestamps)
+    times: np.ndarray | None = field(init=False, default=None)  # every frame's time (stream clock), where known
+
+    def __post_init__(self) -> None:
+        if self.index.has_timestamps and self.stream.time_base is not None:
+            self.times = _frame_times(self.index.frame_pts, self.stream.time_base)
+
+    def time_of_pts(self, pts: int) -> float:
+        return float(pts * self.stream.time_base)
+
+
+def _frame_times(pts: np.ndarray, tb) -> np.ndarray:
+    """Seconds of each pts, each exactly float(pts * tb): integer products below 2**53 divided once
+    are correctly rounded, like the Fraction, and cost nothing for 100k frames."""
     num, den = tb.numerator, tb.denominator
     if pts.size and max(abs(int(pts[0])), abs(int(pts[-1]))) * num < 2**53 and den < 2**53:
         return (pts.astype(np.float64) * num) / den
     return np.array([float(int(p) * tb) for p in pts.tolist()], np.float64)
 
 
-def _decode_views(feeder: Feeder, converter: Converter, index, stream, request: DecodeRequest,
-                  targets: list[FrameTargets], start_s: float, step_s: float, codec: str, name: str,
-                  opts: _Options) -> ViewSink | None:
-    """The planned decode when every frame has a timestamp; a plain one from the start otherwise
+def _decode_views(clip: _Clip, feeder: Feeder, converter: Converter, request: DecodeRequest,
+                  targets: list[FrameTargets], opts: _Options) -> ViewSink | None:
+    """The planned decode when every frame has a timestamp; a plain one from the start otherwise,
     or when a planned frame did not come out (damaged data). None if no frame decoded at all."""
-    tb = stream.time_base
     lengths = [len(t) for t in targets]
-    times = None
-    if index.has_timestamps and tb is not None:
-        times = _catalogue_times(index, tb)
-        # 1. Each target -> a frame number: nearest by time (ties: the earlier), or the number asked
-        #    (past the end: the last frame).
-        wanted: dict[int, list[Slot]] = {}
-        n = int(times.size)
-        for v, t in enumerate(targets):
-            if t.times_s is not None:
-                ks = nearest_indices(times, start_s + np.asarray(t.times_s, np.float64)).tolist()
-            else:
-                ks = [min(int(i), n - 1) for i in t.indices]
-            for k, frame in enumerate(ks):
-                wanted.setdefault(frame, []).append((v, k))
-        # 2. Decode the planned runs of packets.
-        plan = make_plan(index, wanted.keys(), seek=opts.seek)
-        sink = ViewSink(request, lengths, start_s, converter)
-        skip = opts.skip_nonref and codec in SKIP_NONREF_CODECS
-        missing = run_plan(feeder, index, plan, wanted, sink, lambda pts: float(pts * tb), skip_nonref=skip)
-        if not missing:
+    if clip.times is not None:
+        sink = ViewSink(request, lengths, clip.start_s, converter)
+        if _planned(clip, feeder, sink, targets, opts):
             return sink
+        feeder.restart()
+    sink = ViewSink(request, lengths, clip.start_s, converter)
+    run_sequential(feeder, clip.index, _picker(clip, sink, targets))
+    return sink if sink.complete else None
+
+
+def _planned(clip: _Clip, feeder: Feeder, sink: ViewSink, targets: list[FrameTargets], opts: _Options) -> bool:
+    """Decode only the packets the wanted frames need; False if one of them did not come out."""
+    # 1. Each target -> a frame number: nearest by time (ties: the earlier), or the number asked
+    #    (past the end: the last frame); each frame -> the view slots that take it.
+    wanted: dict[int, list[Slot]] = {}
+    last = int(clip.times.size) - 1
+    for v, t in enumerate(targets):
+        if t.times_s is not None:
+            frames = nearest_indices(clip.times, clip.start_s + np.asarray(t.times_s, np.float64)).tolist()
+        else:
+            frames = [min(int(i), last) for i in t.indices]
+        for k, frame in enumerate(frames):
+            wanted.setdefault(frame, []).append((v, k))
+    # 2. Decode the planned runs of packets.
+    plan = make_plan(clip.index, wanted.keys(), seek=opts.seek)
+    skip = opts.skip_nonref and clip.codec in SKIP_NONREF_CODECS
+    missing = run_plan(feeder, clip.index, plan, wanted, sink, clip.time_of_pts, skip_nonref=skip)
+    if missing:
         log.info("%s: %d wanted frame(s) did not decode (%s); choosing the nearest frames that do",
-                 name, len(missing), feeder.first_error or index.first_error or "no error reported")
-        feeder.drain()
-        feeder.reset()
-        feeder.packet_errors = 0
-    # 3. A plain decode from the first packet, choosing frames as they come out.
-    sink = ViewSink(request, lengths, start_s, converter)
+                 clip.name, len(missing), feeder.first_error or clip.index.first_error or "no error reported")
+    return not missing
+
+
+def _picker(clip: _Clip, sink: ViewSink, targets: list[FrameTargets]) -> SequentialPicker:
+    """Targets for a decode from the first packet: times as they are; frame numbers as the time of
+    that frame where frames have timestamps (the nearest decodable one then takes it), else as the
+    n-th frame out of the decoder."""
     time_targets: list[tuple[float, Slot]] = []
     ordinal_targets: dict[int, list[Slot]] = {}
     for v, t in enumerate(targets):
         for k in range(len(t)):
             if t.times_s is not None:
-                time_targets.append((start_s + float(np.float64(t.times_s[k])), (v, k)))
-            elif times is not None:  # frame numbers of a file with timestamps: that frame's time
-                time_targets.append((float(times[min(t.indices[k], times.size - 1)]), (v, k)))
+                time_targets.append((clip.start_s + float(np.float64(t.times_s[k])), (v, k)))
+            elif clip.times is not None:
+                time_targets.append((float(clip.times[min(t.indices[k], clip.times.size - 1)]), (v, k)))
             else:
                 ordinal_targets.setdefault(int(t.indices[k]), []).append((v, k))
-    frame_of_pts = {} if times is None else {int(p): k for k, p in enumerate(index.frame_pts.tolist())}
-    picker = SequentialPicker(sink, time_targets, ordinal_targets, time_base=tb, start_s=start_s,
-                              default_step_s=step_s, index_of_pts=frame_of_pts.get)
-    run_sequential(feeder, index, picker)
-    return sink if sink.complete else None
+    frame_of_pts: dict[int, int] = {}
+    if clip.times is not None:
+        frame_of_pts = {int(p): k for k, p in enumerate(clip.index.frame_pts.tolist())}
+    return SequentialPicker(sink, time_targets, ordinal_targets, time_base=clip.stream.time_base,
+                            start_s=clip.start_s, default_step_s=clip.step_s, index_of_pts=frame_of_pts.get)
 
 
 def _prepare_stream(container, limits: DecodeLimits, name: str, threads: int):

@@ -22,7 +22,7 @@ def test_precedence_file_then_env_then_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("decode.workers=0", "decode.workers"),
+    ("decode.workers=-1", "decode.workers"),
     ("encoder.backend=tensorflow", "encoder.backend"),
     ("nosuch.field=1", "sections"),
     ("decode.nosuch=1", "decode.nosuch"),
@@ -53,3 +53,15 @@ def test_message_limit_must_exceed_video_limit():
     with pytest.raises(ConfigError, match="max_message_mb .* must exceed limits.max_video_mb"):
         load_config(env={}, overrides=["limits.max_video_mb=100"])
     assert load_config(env={}, overrides=["limits.max_video_mb=100", "server.max_message_mb=120"])
+
+
+def test_decode_workers_default_to_half_the_cores(monkeypatch):
+    from vidjudge.server import config
+
+    for cores, want in [(1, 2), (2, 2), (3, 2), (8, 4), (64, 32)]:
+        monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert load_config(env={}).decode.workers == want
+        assert load_config(env={}, overrides=["decode.workers=0"]).decode.workers == want
+        assert load_config(env={"VIDJUDGE_DECODE__WORKERS": "auto"}).decode.workers == want
+        assert load_config(env={}, overrides=["decode.workers=3"]).decode.workers == 3
+    assert '0 or "auto" = half the usable cores' in describe()

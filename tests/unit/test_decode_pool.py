@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from concurrent.futures import wait
 
@@ -72,28 +73,69 @@ def test_results_match_in_process_decoding(clips):
         assert pool.restarts == 0
 
 
+def _calls(clips, name: str) -> list[int]:
+    """Process ids of the workers that started decoding `name`, in order (tests/videos.py's marker)."""
+    marker = clips.dir / f"{name}.called"
+    return [int(x) for x in marker.read_text().split()] if marker.exists() else []
+
+
 def test_crash_fails_only_its_own_task(clips):
     with DecodePool(2, LIMITS, decode_fn=misbehaving_decode) as pool:
         assert _wait_for(lambda: pool.ready == 2)
-        # One worker is mid-decode (1 s) while the other one segfaults.
-        slow = pool.submit(clips("slow-1.mp4"), SPEC)
+        # One worker is mid-decode (10 s) while the other one segfaults, is replaced, and the
+        # video segfaults its second worker too.
+        slow = pool.submit(clips("slow-10s.mp4"), SPEC)
         crash = pool.submit(clips("crash.mp4"), SPEC)
         ok = [pool.submit(clips("ok.mp4"), SPEC) for _ in range(4)]
         with pytest.raises(InvalidVideo, match="SIGSEGV") as e:
             crash.result(timeout=60)
         assert e.value.reason == "decoder_crashed"
-        assert "crash.mp4" in e.value.message
-        assert not slow.done()  # the crash happened while the other task was running...
+        assert "crash.mp4" in e.value.message and "2 times" in e.value.message
+        assert not slow.done()  # the crashes happened while the other task was running...
         for f in [slow] + ok:  # ...and that task, and the ones queued behind, succeed
             assert f.result(timeout=60).views["frames"].frames.shape == (4, 32, 32, 3)
-        assert pool.restarts == 1
+        assert pool.restarts == 2
         assert pool.workers == 2
+        assert len(_calls(clips, "crash.mp4")) == 2
+
+
+def test_a_file_that_crashes_every_worker_is_refused_after_exactly_two(clips):
+    with DecodePool(1, LIMITS, decode_fn=misbehaving_decode) as pool:
+        first = pool.worker_pids[0]
+        with pytest.raises(InvalidVideo, match="SIGSEGV.*SIGSEGV") as e:
+            pool.submit(clips("crash-twice.mp4"), SPEC).result(timeout=60)
+        assert e.value.reason == "decoder_crashed"
+        pids = _calls(clips, "crash-twice.mp4")
+        assert len(pids) == 2 and len(set(pids)) == 2 and pids[0] == first  # two workers, each died once
+        assert not any(_alive(p) for p in pids)
+        assert pool.restarts == 2
+        # The pool goes on with a third worker.
+        assert pool.submit(clips("ok.mp4"), SPEC).result(timeout=60).views["frames"].frames.shape == (4, 32, 32, 3)
+        assert pool.restarts == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_worker_killed_from_outside_does_not_fail_the_video(clips, workers):
+    # SIGKILL (the OOM killer, an operator) while a healthy video decodes: it is decoded again.
+    name = f"slow-3s-killed-{workers}.mp4"  # 3 s between the worker taking it and decoding it
+    with DecodePool(workers, LIMITS, decode_fn=misbehaving_decode) as pool:
+        assert _wait_for(lambda: pool.ready == workers)
+        fut = pool.submit(clips(name), SPEC)
+        assert _wait_for(lambda: len(_calls(clips, name)) == 1)
+        victim = _calls(clips, name)[0]
+        os.kill(victim, signal.SIGKILL)
+        out = fut.result(timeout=60)
+        assert out.views["frames"].frames.shape == (4, 32, 32, 3)
+        pids = _calls(clips, name)
+        assert len(pids) == 2 and pids[1] != victim and not _alive(victim)
+        assert pool.restarts == 1
+        assert _wait_for(lambda: pool.ready == workers)
 
 
 def test_pool_keeps_working_after_several_crashes(clips):
     with DecodePool(1, LIMITS, decode_fn=misbehaving_decode) as pool:
         first_pid = pool.worker_pids[0]
-        expect = {"crash.mp4": "SIGSEGV", "abort.mp4": "SIGABRT", "exit.mp4": "exit code 3"}
+        expect = {"crash-3.mp4": "SIGSEGV", "abort.mp4": "SIGABRT", "exit.mp4": "exit code 3"}
         futs = {name: pool.submit(clips(name), SPEC) for name in expect}
         good = [pool.submit(clips("ok.mp4"), SPEC) for _ in range(2)]
         for name, how in expect.items():
@@ -102,7 +144,7 @@ def test_pool_keeps_working_after_several_crashes(clips):
             assert e.value.reason == "decoder_crashed"
         for f in good:
             assert f.result(timeout=60).views["frames"].frames.shape == (4, 32, 32, 3)
-        assert pool.restarts == 3
+        assert pool.restarts == 6  # each file killed two workers
         assert not _alive(first_pid)
         assert pool.busy == 0 and pool.pending == 0
 

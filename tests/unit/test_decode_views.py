@@ -194,3 +194,20 @@ def test_a_transform_that_depends_on_the_position_sees_each_slot(tmp_path):
     out = decode_video(VideoSource(path=path), one_view(SegmentCentres(6), Stamp()), LIMITS, "none")
     assert out.views["v"].frames[:, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
     assert len(set(out.views["v"].indices.tolist())) == 3  # repeats of three frames, one output per slot
+
+
+def test_one_pixel_converter_per_decode(files, monkeypatch):
+    # An swscale context costs 2-6 ms to build: one per video, whatever the views and frames.
+    made = []
+    real = frames_module.VideoReformatter
+
+    def counting():
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(frames_module, "VideoReformatter", counting)
+    request = DecodeRequest(views=(ViewSpec("a", SegmentCentres(8), Resize(32, 48)),
+                                   ViewSpec("b", UniformIndices(16), Native())))
+    out = decode_video(VideoSource(path=files["x264-gop12-mkv"]), request, LIMITS, "none")
+    assert len(set(out.views["a"].indices.tolist()) | set(out.views["b"].indices.tolist())) > 16
+    assert len(made) == 1
