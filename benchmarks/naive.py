@@ -78,7 +78,10 @@ class NaiveJudge:
 
         fam = self.bundle.family
         t0 = time.perf_counter()
-        decoded = decode_video(VideoSource(path=Path(video)), fam.decode_request(), DecodeLimits(), hwaccel="none")
+        # threads=0: FFmpeg's own choice (every core), what a one-video-at-a-time loop gets from PyAV by default;
+        # the server's workers decode with one thread each instead.
+        decoded = decode_video(VideoSource(path=Path(video)), fam.decode_request(), DecodeLimits(), hwaccel="none",
+                               threads=0)
         t1 = time.perf_counter()
         pre = fam.preprocess(decoded)
         pixel_values = torch.from_numpy(pre.inputs["vision"]).to(self.device, self.model.dtype)
