@@ -52,6 +52,7 @@ def run_compare(bundle: Path, videos: Sequence[Path], *, prompt: str, dimensions
                 concurrency: int = 16, interval_s: float = 20.0, naive_interval_s: float = 20.0,
                 warmup: int = 16, overrides: dict | None = None, repeats: int = 1, requests: int | None = None,
                 naive_requests: int | None = None, naive_device: str = "cpu", naive_threads: int = 0,
+                naive_dtype: str = "float32",
                 timeout_s: float = 60.0,
                 progress: common.Progress | None = None) -> dict:
     progress = progress or common.Progress()
@@ -73,7 +74,7 @@ def run_compare(bundle: Path, videos: Sequence[Path], *, prompt: str, dimensions
         torch.set_num_threads(torch_threads)
         common.note(f"[{rep + 1}/{repeats}] naive reference loop ...")
         nv = naive.run_naive(bundle, videos, prompt=prompt, dimensions=dimensions, seconds=naive_interval_s,
-                             max_videos=naive_requests, device=naive_device, threads=naive_threads,
+                             max_videos=naive_requests, device=naive_device, dtype=naive_dtype, threads=naive_threads,
                              progress=progress)
         gc.collect()
         torch.set_num_threads(torch_threads)  # the naive loop's --naive-threads must not leak into the server
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Naive loop: score videos for this long (default 20).")
     ap.add_argument("--naive-requests", type=int, metavar="N", help="Naive loop: score exactly N videos instead.")
     ap.add_argument("--naive-device", default="cpu", help="torch device of the naive loop (cpu, cuda).")
+    ap.add_argument("--naive-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                    help="dtype of the naive loop's model (bfloat16 on a GPU, as the reference code runs).")
     ap.add_argument("--naive-threads", type=int, default=0,
                     help="torch intra-op threads of the naive loop (default 0: torch's default, as reference "
                          "code runs).")
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                       interval_s=args.measurement_interval, naive_interval_s=args.naive_interval, warmup=args.warmup,
                       overrides=overrides, repeats=max(1, args.repeats), requests=args.requests,
                       naive_requests=args.naive_requests, naive_device=args.naive_device,
+                      naive_dtype=args.naive_dtype,
                       naive_threads=args.naive_threads, timeout_s=args.timeout)
     rows = []
     for i, r in enumerate(res["runs"]):
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     config = {"bundle": str(bundle), "videos": [str(v) for v in videos], "prompt": args.prompt, "dimensions": dims,
               "concurrency": args.concurrency, "measurement_interval_s": args.measurement_interval,
               "naive_interval_s": args.naive_interval, "warmup": args.warmup, "overrides": overrides,
-              "repeats": args.repeats, "naive_device": args.naive_device, "naive_threads": args.naive_threads}
+              "repeats": args.repeats, "naive_device": args.naive_device, "naive_dtype": args.naive_dtype,
+              "naive_threads": args.naive_threads}
     common.write_json(args.out, common.report("compare", config, res, env))
     return 0
 

@@ -235,9 +235,20 @@ def decode_summary(result: dict) -> list[dict]:
 # --------------------------------------------------------------------------- encoder
 
 
+def _sync(out):
+    """Wait for a GPU result (a CUDA tensor is returned before the kernels finish)."""
+    if getattr(out, "is_cuda", False):
+        import torch
+
+        torch.cuda.synchronize()
+    return out
+
+
 def bench_encoder(bundle_dir: Path, *, backends: Sequence[str] = ("onnxruntime", "torch"),
                   batch_sizes: Sequence[int] = (1, 2, 4, 8, 16), threads: int = 0, min_time_s: float = 1.0,
-                  rounds: int = 5, progress: common.Progress | None = None) -> dict:
+                  rounds: int = 5, device: str = "auto", dtype: str = "auto",
+                  progress: common.Progress | None = None) -> dict:
+    """device/dtype: the torch backend's (auto: cuda in bfloat16 where a GPU is visible, else cpu float32)."""
     from vidjudge.server.bundle import load_bundle
     from vidjudge.server.encoder import create_encoder
 
@@ -257,7 +268,8 @@ def bench_encoder(bundle_dir: Path, *, backends: Sequence[str] = ("onnxruntime",
     for backend in backends:
         try:
             enc = create_encoder(backend, onnx_path=spec.onnx_path, torch_module=spec.torch_module,
-                                 input_shape=spec.input_shape, output_shape=spec.output_shape, threads=threads or None)
+                                 input_shape=spec.input_shape, output_shape=spec.output_shape, threads=threads or None,
+                                 device=device, dtype=dtype)
         except Exception as e:  # noqa: BLE001 - report a backend that cannot run here, go on
             errors.append({"backend": backend, "error": f"{type(e).__name__}: {e}"})
             continue
@@ -267,7 +279,7 @@ def bench_encoder(bundle_dir: Path, *, backends: Sequence[str] = ("onnxruntime",
             for b in batch_sizes:
                 x = rng.standard_normal((b, *enc.input_shape), dtype=np.float32)
                 points.append((enc.name, b))
-                mine[f"{enc.name} b={b}"] = (lambda enc=enc, x=x, b=b: (enc.encode(x), b)[1])
+                mine[f"{enc.name} b={b}"] = (lambda enc=enc, x=x, b=b: (_sync(enc.encode(x)), b)[1])
             timed.update(common.interleaved(mine, rounds=rounds, min_time_s=min_time_s, warmup=1,
                                             progress=progress))
         finally:
@@ -294,7 +306,7 @@ def bench_encoder(bundle_dir: Path, *, backends: Sequence[str] = ("onnxruntime",
 
 
 def bench_llm(bundle_dir: Path, *, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), prompt: str,
-              threads: int = 0, min_time_s: float = 1.0, rounds: int = 5,
+              threads: int = 0, min_time_s: float = 1.0, rounds: int = 5, device: str = "auto", dtype: str = "auto",
               progress: common.Progress | None = None) -> dict:
     import torch
 
@@ -305,7 +317,8 @@ def bench_llm(bundle_dir: Path, *, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16,
     progress = progress or common.Progress()
     bundle = load_bundle(bundle_dir)
     fam = bundle.family
-    scorer = TransformersLlm(bundle.llm_path, fam.transformers_adapter(), fam.tokenizer, threads=threads)
+    scorer = TransformersLlm(bundle.llm_path, fam.transformers_adapter(), fam.tokenizer, threads=threads,
+                             device=device, dtype=dtype)
     rng = np.random.default_rng(0)
     dims = [d for d in bundle.dimensions.values()
             if d.head == "level_token" and (prompt or not d.requires_prompt)]
@@ -325,9 +338,10 @@ def bench_llm(bundle_dir: Path, *, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16,
 
     def reference() -> int:
         with torch.inference_mode():
-            hidden, _ = model.decoder(emb0[None], torch.ones(1, emb0.shape[0], dtype=torch.long), pos0[:, None, :])
+            hidden, _ = model.decoder(emb0[None], torch.ones(1, emb0.shape[0], dtype=torch.long, device=model.device),
+                                      pos0[:, None, :])
             logits = model.lm_head(hidden)
-            torch.log_softmax(logits[0, -1].double(), -1)
+            torch.log_softmax(logits[0, -1].double(), -1).cpu()  # .cpu(): wait for the GPU
         return 1
 
     fns: dict[str, Callable[[], int]] = {"reference": reference}
@@ -394,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--llm-batch-sizes", default="1,2,4,8,16,32", help="Scorer batch sizes (default 1,2,4,8,16,32).")
     g.add_argument("--prompt", default=common.DEFAULT_PROMPT,
                    help="Generation prompt for prompt-dependent dimensions ('' to use only the others).")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="torch encoder and LLM device (default auto: cuda where a GPU is visible).")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                    help="torch encoder and LLM dtype (default auto: float32 on CPU, bfloat16 on a GPU).")
     ap.add_argument("--out", metavar="FILE", help="Write the results as JSON.")
     return ap
 
@@ -448,18 +466,19 @@ def main(argv: list[str] | None = None) -> int:
     if "encoder" in stages:
         r = bench_encoder(bundle, backends=[b for b in args.backends.split(",") if b],
                           batch_sizes=_ints(args.batch_sizes), threads=args.threads, min_time_s=args.min_time,
-                          rounds=args.rounds)
+                          rounds=args.rounds, device=args.device, dtype=args.dtype)
         results["encoder"] = r
         print(common.table(r["rows"], [("backend", "backend"), ("batch", "batch"), ("ms_per_batch", "ms/batch"),
                                 ("videos_per_s", "videos/s"), ("images_per_s", "images/s"),
                                 ("spread", "max/min"), ("vs_batch1", "vs batch 1"), ("vs_torch", "vs torch")],
-                           f"visual encoder, grid {tuple(r['grid_thw'])}, {r['frames_per_video']} frames per video"))
+                           f"visual encoder {r['encoder']}, input {tuple(r['input_shape'] or ())}, "
+                           f"{r['frames_per_video']} frames per video"))
         for x in r["errors"]:
             print(f"{x['backend']}: not measured ({x['error']})")
         print()
     if "llm" in stages:
         r = bench_llm(bundle, batch_sizes=_ints(args.llm_batch_sizes), prompt=args.prompt, threads=args.threads,
-                      min_time_s=args.min_time, rounds=args.rounds)
+                      min_time_s=args.min_time, rounds=args.rounds, device=args.device, dtype=args.dtype)
         results["llm"] = r
         print(common.table(r["rows"], [("method", "method"), ("batch", "batch"), ("ms_per_batch", "ms/batch"),
                                         ("prefills_per_s", "prefills/s"), ("tokens_per_s", "tokens/s"),

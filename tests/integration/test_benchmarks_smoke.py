@@ -8,6 +8,7 @@ nothing about correctness.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -136,3 +137,24 @@ def test_fullsize_7b_dry_run_reports_real_sizes(tmp_path):
     assert r["parameters"] == 8_292_166_656  # Qwen2.5-VL-7B's parameter count
     assert r["onnx_external_data"] is True  # ~2.7 GB of float32 vision weights: over protobuf's 2 GB
     assert not (tmp_path / "q7").exists()
+
+
+def test_gpu_check_dry_runs_on_cpu(tmp_path):
+    """benchmarks/gpu/check.sh --dry-run: every step of the GPU check runs here on CPU (tiny bundle, seconds),
+    so the script is known to work before the minutes on a GPU machine are spent on it."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, WORK=str(tmp_path / "work"))
+    r = subprocess.run(["bash", str(root / "benchmarks" / "gpu" / "check.sh"), "--dry-run"], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dry_run"] and set(summary["steps"]) == {"probe", "tests", "bundle", "stages", "compare"}
+    failed = {k: v for k, v in summary["steps"].items() if not v["ok"]}
+    assert not failed, (failed, {k: (out / f"{k}.log").read_text()[-1500:] for k in failed})
+    assert summary["gpu"]["available"] is False and summary["compare"]["ratio_median"] > 0
+    stages = json.loads((out / "stages.json").read_text())["results"]
+    assert {r["backend"] for r in stages["encoder"]["rows"]} == {"torch-cpu"} and stages["llm"]["rows"]
