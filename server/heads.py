@@ -1,12 +1,16 @@
-"""Scoring heads: a dimension's head turns one LLM operation's output into a result.
+"""Scoring heads: a dimension's head is a small program over LLM operations that yields its result.
+
+    await head.run(judge)       -> DimensionScore (with `error` set when this dimension alone failed)
+
+The simple heads ask one question about the video and read one answer:
 
     head.operation()            -> the LlmOp to run on the dimension's prompt
-    head.result(output)         -> DimensionScore (with `error` set when this dimension alone failed)
+    head.result(output)         -> DimensionScore
 
-Heads know nothing of models or backends: the family lays the prompt out, the
-LLM backend runs the operation, the head reads the answer. One head per
-dimension, built once per bundle (`build_heads`), so the regression MLP's
-weights are read from the bundle once.
+Heads know nothing of models or backends: the family lays the prompt out, the LLM backend runs
+the operation (judging.py's `Judge` is all a head sees), the head reads the answer. One head per
+dimension, built once per bundle (`build_heads`), so the regression MLP's weights are read from
+the bundle once. Multi-call chains and group heads (Video-Bench) live in heads_chain.py.
 """
 
 from __future__ import annotations
@@ -41,8 +45,22 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 class Head(ABC):
+    group = False  # a group head judges every video of a group in one go (`run_group`)
+
     def __init__(self, dim):
         self.dim = dim
+
+    async def run(self, judge) -> DimensionScore:
+        """Ask the dimension's question about the video once (twice when `retry` says so), read the answer."""
+        d = self.dim
+        question = judge.question(d)
+        output = await judge.ask(judge.family.prompt(question, d.answer_prefix, judge.video), self.operation(),
+                                 d.adapter)
+        again = self.retry(question, output)
+        if again is not None:
+            output = await judge.ask(judge.family.prompt(again, d.answer_prefix, judge.video), self.operation(),
+                                     d.adapter)
+        return self.result(output)
 
     @abstractmethod
     def operation(self) -> LlmOp: ...
@@ -53,6 +71,12 @@ class Head(ABC):
     def retry(self, question: str, output: LlmOutput) -> str | None:
         """A question to ask once more when `output` cannot be read (None: no retry, the default)."""
         return None
+
+    def failed(self, error: Exception, rationale: str = "") -> DimensionScore:
+        """This dimension alone failed: no score, the typed error (and what the judge said, if anything)."""
+        d = self.dim
+        return DimensionScore(d.name, float("nan"), d.scale_min, d.scale_max, head=d.head, rationale=rationale,
+                              error=error)
 
     def _score(self, score: float, **extra) -> DimensionScore:
         d = self.dim
@@ -176,9 +200,9 @@ class GenerateHead(Head):
         if value is None:
             # This dimension alone failed: never a default score. The text still goes back, to show why.
             d = self.dim
-            return self._score(float("nan"), rationale=text, error=JudgeOutputError(
+            return self.failed(JudgeOutputError(
                 f"dimension {d.name}: the judge's answer has no score matching {d.score_pattern!r} on "
-                f"[{d.scale_min:g}, {d.scale_max:g}] (asked twice)"))
+                f"[{d.scale_min:g}, {d.scale_max:g}] (asked twice)"), rationale=text)
         return self._score(value, rationale=text)
 
 

@@ -33,9 +33,10 @@ from vidjudge.server.bundle import Bundle
 from vidjudge.server.config import Config
 from vidjudge.server.edge_admission import holds_slot
 from vidjudge.server.media import video_source
+from vidjudge.server.judging import Judge, Member
 from vidjudge.server.metrics import Metrics
 from vidjudge.server.shared import Progress, SharedWork, content_key
-from vidjudge.server.types import DimensionScore, EncodedVideo, LlmRequest, StageTimings, VideoInfo
+from vidjudge.server.types import DimensionScore, EncodedVideo, StageTimings, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -268,17 +269,9 @@ class Pipeline:
 
     async def _dimension(self, runner: ModelRunner, dim, req: ScoreRequestData, encoded: EncodedVideo,
                          request_id: str) -> DimensionScore:
-        head = runner.bundle.heads[dim.name]
-        question = dim.render_question(req.prompt, dict(req.inputs.get(dim.name, {})))
-        for attempt in range(2):
-            request = LlmRequest(runner.family.prompt(question, dim.answer_prefix, encoded), head.operation(),
-                                 dim.adapter)
-            output = await runner.llm.run(request, deadline=req.deadline, request_id=f"{request_id}-{attempt}")
-            retry = head.retry(question, output) if attempt == 0 else None
-            if retry is None:
-                break
-            question = retry
-        return head.result(output)
+        judge = Judge(runner.family, runner.llm, req.prompt, dict(req.inputs.get(dim.name, {})),
+                      [Member("", "", encoded)], deadline=req.deadline, request_id=request_id)
+        return await runner.bundle.heads[dim.name].run(judge)
 
     def _bind_gauges(self) -> None:
         """Gauges read the live values when scraped: exact, and nothing to keep in sync by hand."""
