@@ -26,7 +26,6 @@ from vidjudge.server.edge_admission import EdgeAdmission
 from vidjudge.server.grpc_service import JudgeService
 from vidjudge.server.metrics import Metrics
 from vidjudge.server.pipeline import ModelRunner, Pipeline
-from vidjudge.server.types import LastHiddenState
 from vidjudge.v1 import judge_pb2, judge_pb2_grpc
 
 log = logging.getLogger("vidjudge.server")
@@ -45,16 +44,17 @@ def create_encoders_for(bundle: Bundle, config: Config) -> dict:
 
 def llm_needs(bundle: Bundle) -> set[str]:
     """Which vLLM engines the bundle's heads need: "pooling" for hidden states, "generate" for the rest."""
-    return {"pooling" if isinstance(h.operation(), LastHiddenState) else "generate" for h in bundle.heads.values()}
+    return {h.engine for h in bundle.heads.values()}
 
 
 def derived_max_model_len(bundle: Bundle, config: Config) -> int:
     """Longest prompt a request can make: visual tokens + the longest template + request text (the prompt
     and per-dimension inputs) + what generate heads may add, capped at max_position_embeddings."""
     dims = list(bundle.dimensions.values())
-    questions = [(d.render_question(""), d.answer_prefix) for d in dims]
+    sizes = [bundle.heads[d.name].sizing() for d in dims]
+    questions = [q for texts, _ in sizes for q in texts]
     text = config.limits.max_prompt_chars * (1 + max(len(d.inputs) for d in dims))
-    generated = max((bundle.heads[d.name].operation().max_tokens for d in dims if d.head == "generate"), default=0)
+    generated = max(n for _, n in sizes)
     want = bundle.family.max_prompt_tokens(questions, text) + generated
     hf = json.loads((bundle.llm_path / "config.json").read_text())
     cap = hf.get("text_config", {}).get("max_position_embeddings") or hf.get("max_position_embeddings")

@@ -52,7 +52,7 @@ PROMPT_FIELD = "{prompt}"
 REQUEST_INPUTS = ("question",)
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _NAME = r"^[a-z][a-z0-9_.]{0,63}$"
-HEADS = ("level_token", "yes_no", "regression", "generate")
+HEADS = ("level_token", "yes_no", "regression", "generate", "chain", "group_chain")
 
 Encode = Callable[[str], list[int]]  # text -> token ids, no special tokens added
 
@@ -233,7 +233,63 @@ class GenerateDimension(_Dimension):
         return None
 
 
-Dimension = Annotated[Union[LevelTokenDimension, YesNoDimension, RegressionDimension, GenerateDimension],
+class ChainStep(BaseModel):
+    """One call of a chain: a chat turn (system, user parts, the answer's start) answered greedily.
+
+    User parts are texts, where `{name}` is the request's `prompt`, a `texts` entry of the dimension, or
+    an earlier step's kept answer, or one of these placeholders standing alone as a part:
+    `{frames}` (the judged video's frames), `{first_frame}` (its first frame), `{references}` (the first
+    frame of every other video of the group, each labelled "This example is from model K"),
+    `{all_videos}` (every video of the group, each labelled "N frames from GENERATOR")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: str | None = None
+    user: tuple[str, ...] = Field(min_length=1)
+    answer_prefix: str = ""
+    keep: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")  # keep the answer under this name
+    extract: str | None = None  # a regex whose group 1 is kept instead of the whole answer (when it matches)
+    max_tokens: int = Field(512, ge=1, le=8192)
+
+
+_PARSERS = ("last_match", "first_match", "evaluation_result", "scores_before_because")
+
+
+class ChainDimension(_Dimension):
+    head: Literal["chain"] = "chain"
+    question: str = ""  # unused by chains: the steps hold the text
+    texts: dict[str, str] = Field(default_factory=dict)
+    step: tuple[ChainStep, ...] = Field(min_length=1)
+    parser: Literal["last_match", "first_match", "evaluation_result"] = "last_match"
+    score_pattern: str = r"([0-9]+)"
+    retry_hint: str = "\nEnd with the result line in exactly the format asked for."
+
+    @property
+    def requires_prompt(self) -> bool:
+        texts = [t for st in self.step for t in (*st.user, st.system or "", st.answer_prefix)] + list(self.texts.values())
+        return any(PROMPT_FIELD in t for t in texts)
+
+    def parse(self, text: str) -> float | None:
+        from vidjudge.server.parsers import parse_score
+
+        return parse_score(self.parser, text, self.score_pattern, self.scale_min, self.scale_max)
+
+
+class GroupChainDimension(ChainDimension):
+    """One chain for a whole group of videos (Video-Bench's dynamic quality): the last answer holds one score
+    per video, in the order the videos were shown."""
+
+    head: Literal["group_chain"] = "group_chain"  # type: ignore[assignment]
+    parser: Literal["scores_before_because"] = "scores_before_because"  # type: ignore[assignment]
+
+    def parse_all(self, text: str) -> list[float]:
+        from vidjudge.server.parsers import scores_before_because
+
+        return scores_before_because(text)
+
+
+Dimension = Annotated[Union[LevelTokenDimension, YesNoDimension, RegressionDimension, GenerateDimension,
+                            ChainDimension, GroupChainDimension],
                       Field(discriminator="head")]
 _ADAPTER: TypeAdapter = TypeAdapter(Dimension)
 
@@ -295,9 +351,15 @@ def render_dimensions(dims: list[Any]) -> str:
     blocks = []
     for d in dims:
         fields = d.model_dump(exclude_none=True)
+        steps, texts = fields.pop("step", ()), fields.pop("texts", {})
         order = ["name", "head", "description", "question", "answer_prefix"]
         keys = order + sorted(k for k in fields if k not in order)
-        blocks.append("\n".join(["[[dimension]]"] + [f"{k} = {_toml_value(fields[k])}" for k in keys if k in fields]))
+        lines = ["[[dimension]]"] + [f"{k} = {_toml_value(fields[k])}" for k in keys if k in fields]
+        if texts:
+            lines += ["", "[dimension.texts]"] + [f"{k} = {_toml_value(v)}" for k, v in texts.items()]
+        for st in steps:
+            lines += ["", "[[dimension.step]]"] + [f"{k} = {_toml_value(v)}" for k, v in st.items()]
+        blocks.append("\n".join(lines))
     header = ("# Dimensions this bundle judges. Edit freely: add a [[dimension]] table (name, head, question, ...;\n"
               "# see the README's dimension file section) and restart the server. Token ids are checked against\n"
               "# the tokenizer; leave them out for new dimensions.\n\n")

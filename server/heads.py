@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from vidjudge.errors import InternalError, JudgeOutputError
-from vidjudge.server.dimensions import (GenerateDimension, LevelTokenDimension, RegressionDimension,
-                                        YesNoDimension)
+from vidjudge.server.dimensions import (ChainDimension, GenerateDimension, GroupChainDimension,
+                                        LevelTokenDimension, RegressionDimension, YesNoDimension)
 from vidjudge.server.types import (DimensionScore, Generate, GeneratedText, HiddenState, LastHiddenState, LlmOp,
                                    LlmOutput, NextTokenLogprobs, TokenLogprobs)
 
@@ -64,6 +64,18 @@ class Head(ABC):
 
     @abstractmethod
     def operation(self) -> LlmOp: ...
+
+    @property
+    def engine(self) -> str:
+        """The vLLM engine its operations need: "pooling" (hidden states) or "generate" (the rest)."""
+        return "pooling" if isinstance(self.operation(), LastHiddenState) else "generate"
+
+    def sizing(self) -> tuple[list[tuple[str, str]], int]:
+        """For the engine's max_model_len: the texts its prompts hold ((question, answer prefix) pairs) and
+        how many tokens its answers may add to later prompts."""
+        op = self.operation()
+        return [(self.dim.render_question(""), self.dim.answer_prefix)], (op.max_tokens if isinstance(op, Generate)
+                                                                          else 0)
 
     @abstractmethod
     def result(self, output: LlmOutput) -> DimensionScore: ...
@@ -219,6 +231,14 @@ def build_heads(dimensions: dict, head_weights: dict[str, Mlp]) -> dict[str, Hea
                 raise ValueError(f"dimension {name}: head weights '{d.weights}' are not in the bundle "
                                  f"(manifest heads: {', '.join(head_weights) or 'none'})")
             heads[name] = RegressionHead(d, head_weights[d.weights])
+        elif isinstance(d, GroupChainDimension):
+            from vidjudge.server.heads_chain import GroupChainHead
+
+            heads[name] = GroupChainHead(d)
+        elif isinstance(d, ChainDimension):
+            from vidjudge.server.heads_chain import ChainHead
+
+            heads[name] = ChainHead(d)
         elif isinstance(d, GenerateDimension):
             heads[name] = GenerateHead(d)
         else:  # pragma: no cover - the dimension parser admits only the heads above

@@ -260,10 +260,13 @@ class Pipeline:
         # 3. Encode with each of the family's encoders, batched with other requests' videos.
         progress.stage = "encode"
         t = time.perf_counter()
-        names = list(runner.encode_workers)
-        outs = await asyncio.gather(*(_wait(runner.encode_workers[n].submit(pre.inputs[n]), None, "encode")
-                                      for n in names))
-        encoded = family.encoded(pre, dict(zip(names, outs)))
+        outs = {}
+        for name, value in pre.inputs.items():
+            # A list: several items for this encoder (e.g. one image per frame), each batched on its own.
+            items = value if isinstance(value, list) else [value]
+            got = await asyncio.gather(*(_wait(runner.encode_workers[name].submit(x), None, "encode") for x in items))
+            outs[name] = got if isinstance(value, list) else got[0]
+        encoded = family.encoded(pre, outs)
         timings.encode_s = time.perf_counter() - t
         return _Visual(encoded, decoded.info, timings)
 

@@ -158,7 +158,9 @@ class DecodedVideo:
 class PreprocessedVideo:
     """One video's input to each of its family's encoders, plus what the prompt needs later."""
 
-    inputs: dict[str, np.ndarray]  # encoder name -> this video's input (fixed shape per bundle)
+    # encoder name -> this video's input (fixed shape per bundle), or a list of such items (one per frame
+    # for image encoders: each item is batched on its own, so videos with different frame counts batch)
+    inputs: dict[str, np.ndarray | list[np.ndarray]]
     seconds_per_t: float | None = None  # seconds one temporal step of the visual grid spans (rotary time axis)
 
 
@@ -189,6 +191,27 @@ class EncodedVideo:
 
 
 # --------------------------------------------------------------------------- the language model
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A video's frames as part of a chat turn: all of them, or only the first (a reference picture)."""
+
+    video: EncodedVideo
+    first_only: bool = False
+
+
+TurnPart = Union[str, Frames]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One chat exchange as a head writes it: an optional system message, the user's content (text and
+    frames, in order), and the start of the assistant's answer. The family lays it out (family.chat)."""
+
+    user: tuple[TurnPart, ...]
+    answer_prefix: str = ""
+    system: str | None = None
 
 
 PromptPart = Union[tuple[int, ...], EmbeddingSpan]

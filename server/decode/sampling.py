@@ -138,7 +138,41 @@ def uniform_indices(total_frames: int, n: int) -> tuple[int, ...]:
     return tuple(int(start_idx + (seg_size / 2) + np.round(seg_size * idx)) for idx in range(n))
 
 
+@dataclass(frozen=True)
+class FpsStep:
+    """Video-Bench's frames (its utils.py `extract_frames`): frame numbers 1, 1+s, 1+2s, ... below N-1, with
+    s = int(fps / per_second), then the last frame N-1; at most `max_frames` (a server limit), kept evenly
+    spread (first and last always) when there are more.
+
+    Video-Bench loops forever when fps < per_second (s = 0); s is at least 1 here.
+    """
+
+    per_second: float = 2.0
+    max_frames: int = 32
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.max_frames < 1:
+            raise ValueError(f"FpsStep needs per_second > 0 and max_frames >= 1, got {self}")
+
+    def targets(self, facts: StreamFacts) -> FrameTargets:
+        if facts.num_frames < 1:
+            raise ValueError("FpsStep needs the stream's frame count")
+        return FrameTargets(indices=fps_step_indices(facts.num_frames, facts.fps, self.per_second,
+                                                     self.max_frames))
+
+
+def fps_step_indices(total_frames: int, fps: float, per_second: float, max_frames: int) -> tuple[int, ...]:
+    step = max(1, int(fps / per_second)) if fps > 0 else 1
+    picks = [*range(1, total_frames - 1, step), total_frames - 1]
+    if len(picks) > max_frames:
+        keep = np.unique(np.round(np.linspace(0, len(picks) - 1, max_frames)).astype(int))
+        picks = [picks[i] for i in keep]
+    return tuple(picks)
+
+
 __all__ = [
+    "FpsStep",
+    "fps_step_indices",
     "SegmentCentres",
     "UniformIndices",
     "uniform_indices",

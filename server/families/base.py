@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from vidjudge.server.types import DecodedVideo, DecodeRequest, EncodedVideo, LlmPrompt, PreprocessedVideo
+from vidjudge.server.types import DecodedVideo, DecodeRequest, EncodedVideo, LlmPrompt, PreprocessedVideo, Turn
 
 
 class Tokenizer(Protocol):
@@ -134,6 +134,12 @@ class Family(ABC):
     @abstractmethod
     def prompt(self, question: str, answer_prefix: str, video: EncodedVideo) -> LlmPrompt:
         """The full prompt: the question about the video, the assistant's answer started with `answer_prefix`."""
+
+    def chat(self, turn: Turn) -> LlmPrompt:
+        """A chat turn laid out (system message, text and frames of any videos, the answer's start): what
+        multi-call and group heads (Video-Bench) ask. Families that take one video per prompt say so."""
+        raise NotImplementedError(f"the {self.name} family takes one question about one video per prompt; "
+                                  "chains and group judgements need a family with chat turns (qwen2_5_vl_frames)")
 
     @abstractmethod
     def max_prompt_tokens(self, questions: list[tuple[str, str]], extra_text_chars: int) -> int:
