@@ -12,9 +12,9 @@ from typing import Sequence
 import grpc
 
 from vidjudge.client.client import DEFAULT_MAX_MESSAGE_MB, channel_options
-from vidjudge.client.request import Inputs, VideoInput, build_request
+from vidjudge.client.request import Inputs, VideoInput, build_group_request, build_request
 from vidjudge.client.retry import Attempts, RetryPolicy
-from vidjudge.client.types import ModelInfo, ScoreResult
+from vidjudge.client.types import GroupItem, ModelInfo, ScoreResult
 from vidjudge.v1 import judge_pb2 as pb
 from vidjudge.v1 import judge_pb2_grpc as pb_grpc
 
@@ -45,6 +45,15 @@ class AsyncJudgeClient:
 
     async def score_request(self, req: pb.ScoreRequest, timeout: float | None = None) -> ScoreResult:
         return ScoreResult.from_pb(await self._call(self._stub.Score, req, timeout))
+
+    async def score_group(self, videos: Sequence[tuple[str, str, VideoInput]], *, prompt: str = "",
+                    dimensions: Sequence[str] = (), model: str = "", server_path: bool = False,
+                    inputs: Inputs | None = None, timeout: float | None = None) -> list[GroupItem]:
+        """Judge several videos of one prompt together: (id, generator, video) triples; one GroupItem each."""
+        req = build_group_request(videos, prompt=prompt, dimensions=dimensions, model=model,
+                                  server_path=server_path, inputs=inputs)
+        resp = await self._call(self._stub.ScoreGroup, req, timeout)
+        return [GroupItem.from_pb(r) for r in resp.results]
 
     async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         resp = await self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)

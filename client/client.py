@@ -18,9 +18,9 @@ from typing import Iterable, Iterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from vidjudge.client.request import Inputs, VideoInput, build_request, error_from_rpc
+from vidjudge.client.request import Inputs, VideoInput, build_group_request, build_request, error_from_rpc
 from vidjudge.client.retry import Attempts, RetryPolicy
-from vidjudge.client.types import ModelInfo, ScoreResult, StreamResult
+from vidjudge.client.types import GroupItem, ModelInfo, ScoreResult, StreamResult
 from vidjudge.errors import Unavailable
 from vidjudge.v1 import judge_pb2 as pb
 from vidjudge.v1 import judge_pb2_grpc as pb_grpc
@@ -87,6 +87,15 @@ class JudgeClient:
         finally:
             stop.set()
             call.cancel()
+
+    def score_group(self, videos: Sequence[tuple[str, str, VideoInput]], *, prompt: str = "",
+                    dimensions: Sequence[str] = (), model: str = "", server_path: bool = False,
+                    inputs: Inputs | None = None, timeout: float | None = None) -> list[GroupItem]:
+        """Judge several videos of one prompt together: (id, generator, video) triples; one GroupItem each."""
+        req = build_group_request(videos, prompt=prompt, dimensions=dimensions, model=model,
+                                  server_path=server_path, inputs=inputs)
+        resp = self._call(self._stub.ScoreGroup, req, timeout)
+        return [GroupItem.from_pb(r) for r in resp.results]
 
     def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         resp = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)

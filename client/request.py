@@ -31,6 +31,17 @@ def build_request(video: VideoInput, *, prompt: str = "", dimensions: Sequence[s
                            inputs={d: pb.DimensionInput(**values) for d, values in (inputs or {}).items()})
 
 
+def build_group_request(videos: Sequence[tuple[str, str, VideoInput]], *, prompt: str = "",
+                        dimensions: Sequence[str] = (), model: str = "", server_path: bool = False,
+                        inputs: Inputs | None = None) -> pb.ScoreGroupRequest:
+    """videos: (id, generator, video) triples; each video as for build_request."""
+    return pb.ScoreGroupRequest(
+        model=model, prompt=prompt, dimensions=list(dimensions),
+        videos=[pb.GroupVideo(id=vid, generator=gen, video=build_request(v, server_path=server_path).video)
+                for vid, gen, v in videos],
+        inputs={d: pb.DimensionInput(**values) for d, values in (inputs or {}).items()})
+
+
 def error_from_rpc(e: grpc.RpcError) -> VidjudgeError:
     """The typed error behind a failed call (reason from the trailing metadata)."""
     meta = dict(e.trailing_metadata() or ())

@@ -92,6 +92,26 @@ class StreamResult:
 
 
 @dataclass(frozen=True)
+class GroupItem:
+    """One video's answer in a ScoreGroup: its result or the error for that video alone."""
+
+    id: str
+    generator: str
+    result: ScoreResult | None = None
+    error: VidjudgeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_pb(cls, m: pb.GroupVideoResult) -> "GroupItem":
+        if m.WhichOneof("outcome") == "error":
+            return cls(m.id, m.generator, error=_error_from_pb(m.error))
+        return cls(m.id, m.generator, result=ScoreResult.from_pb(m.response))
+
+
+@dataclass(frozen=True)
 class DimensionInfo:
     name: str
     description: str

@@ -55,27 +55,25 @@ def _render_prompt_template(llm_dir: Path, video_token: str) -> str:
     return text.replace(_SENTINEL, QUESTION_FIELD) + ANSWER_FIELD
 
 
-def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int = 448, width: int = 448,
-              name: str | None = None, overwrite: bool = False, extra_dimensions: list[dict[str, Any]] = (),
-              heads: dict[str, Any] | None = None, adapters: dict[str, Path] | None = None) -> Path:
-    """extra_dimensions: dimension tables beyond the built-in ones; heads: name -> (safetensors path to copy
-    into heads/, bundle.HeadRecord fields) for regression dimensions; adapters: name -> a LoRA adapter
-    directory in PEFT format (adapter_config.json + adapter_model.safetensors), copied into adapters/."""
-    from vidjudge.export.vision import export_vision_onnx
-
-    checkpoint, out = Path(checkpoint), Path(out)
+def read_qwen_config(checkpoint: Path) -> tuple[dict, dict]:
+    """(vision_config, text_config) of a local Qwen2.5-VL checkpoint; ExportError if it is not one."""
     cfg_path = checkpoint / "config.json"
     if not cfg_path.is_file():
         raise ExportError(f"{checkpoint} is not a Hugging Face checkpoint directory (no config.json)")
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("model_type") != "qwen2_5_vl":
         raise ExportError(f"{checkpoint}: model_type {cfg.get('model_type')!r}; only qwen2_5_vl is supported")
-    vc, tc = cfg["vision_config"], cfg.get("text_config", cfg)
-    patch, tpatch, merge = vc["patch_size"], vc["temporal_patch_size"], vc["spatial_merge_size"]
-    if num_frames % tpatch:
-        raise ExportError(f"num_frames must be a multiple of the temporal patch size {tpatch}")
-    if height % (patch * merge) or width % (patch * merge):
-        raise ExportError(f"height and width must be multiples of {patch * merge} (patch x merge)")
+    return cfg["vision_config"], cfg.get("text_config", cfg)
+
+
+def check_frame_size(vc: dict, height: int, width: int) -> None:
+    unit = vc["patch_size"] * vc["spatial_merge_size"]
+    if height % unit or width % unit:
+        raise ExportError(f"height and width must be multiples of {unit} (patch x merge)")
+
+
+def start_bundle(checkpoint: Path, out: Path, overwrite: bool) -> Path:
+    """Create OUT with encoder/ and llm/ (the checkpoint's weights, config, tokenizer and chat template)."""
     if out.exists():
         if not overwrite:
             raise ExportError(f"{out} exists; pass --overwrite to replace it")
@@ -86,6 +84,32 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
     for p in checkpoint.iterdir():
         if p.is_file() and p.name.endswith(_KEEP):
             shutil.copy2(p, llm_dir / p.name)
+    return llm_dir
+
+
+def preprocessor_stats(checkpoint: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The checkpoint's image mean and std (CLIP's when it has no preprocessor config)."""
+    pre = {}
+    if (checkpoint / "preprocessor_config.json").is_file():
+        pre = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    return tuple(pre.get("image_mean", CLIP_MEAN)), tuple(pre.get("image_std", CLIP_STD))
+
+
+def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int = 448, width: int = 448,
+              name: str | None = None, overwrite: bool = False, extra_dimensions: list[dict[str, Any]] = (),
+              heads: dict[str, Any] | None = None, adapters: dict[str, Path] | None = None) -> Path:
+    """extra_dimensions: dimension tables beyond the built-in ones; heads: name -> (safetensors path to copy
+    into heads/, bundle.HeadRecord fields) for regression dimensions; adapters: name -> a LoRA adapter
+    directory in PEFT format (adapter_config.json + adapter_model.safetensors), copied into adapters/."""
+    from vidjudge.export.vision import export_vision_onnx
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    vc, tc = read_qwen_config(checkpoint)
+    patch, tpatch, merge = vc["patch_size"], vc["temporal_patch_size"], vc["spatial_merge_size"]
+    if num_frames % tpatch:
+        raise ExportError(f"num_frames must be a multiple of the temporal patch size {tpatch}")
+    check_frame_size(vc, height, width)
+    llm_dir = start_bundle(checkpoint, out, overwrite)
 
     grid = (num_frames // tpatch, height // patch, width // patch)
     log.info("exporting the vision tower to ONNX for grid %s", grid)
@@ -109,9 +133,7 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
         shutil.copytree(src, out / rel, ignore=shutil.ignore_patterns("README.md"))
         adapter_records[adapter_name] = {"path": rel, "rank": int(json.loads(conf.read_text())["r"])}
 
-    pre = {}
-    if (checkpoint / "preprocessor_config.json").is_file():
-        pre = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    mean, std = preprocessor_stats(checkpoint)
     video_token = "<|video_pad|>"
     dims = parse_dimensions(builtin_dimensions_text(list(extra_dimensions)), HfJsonTokenizer(llm_dir).encode,
                             source="built-in dimensions")
@@ -130,7 +152,7 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
         heads=head_records,
         adapters=adapter_records,
         family_config=dict(patch_size=patch, temporal_patch_size=tpatch, merge_size=merge,
-                           mean=tuple(pre.get("image_mean", CLIP_MEAN)), std=tuple(pre.get("image_std", CLIP_STD)),
+                           mean=mean, std=std,
                            tokens_per_second=vc.get("tokens_per_second", 2), video_token=video_token),
         checksums=checksum_tree(out, [d for d in CHECKED_DIRS if (out / d).is_dir()]),
     )

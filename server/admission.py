@@ -24,17 +24,18 @@ class Admission:
         self.draining = False
         self._lock = threading.Lock()
 
-    def acquire(self, nbytes: int) -> None:
+    def acquire(self, nbytes: int, count: int = 1) -> None:
+        """Reserve `count` places (a group of videos takes one per video) and `nbytes`, all or none."""
         with self._lock:
             if self.draining:
                 raise Unavailable("the server is shutting down; retry on another replica", reason="draining")
-            if self.in_flight >= self.max_in_flight:
-                raise Overloaded(f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight})",
-                                 reason="too_many_requests")
+            if self.in_flight + count > self.max_in_flight:
+                raise Overloaded(f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight})"
+                                 + (f"; this group needs {count}" if count > 1 else ""), reason="too_many_requests")
             if self.bytes + nbytes > self.max_bytes:
                 raise Overloaded(f"server busy: {self.bytes + nbytes} bytes of video would be held "
                                  f"(limit {self.max_bytes})", reason="too_many_bytes")
-            self.in_flight += 1
+            self.in_flight += count
             self.bytes += nbytes
 
     def add_bytes(self, nbytes: int) -> None:
@@ -45,15 +46,15 @@ class Admission:
                                  f"(limit {self.max_bytes})", reason="too_many_bytes")
             self.bytes += nbytes
 
-    def release(self, nbytes: int) -> None:
+    def release(self, nbytes: int, count: int = 1) -> None:
         with self._lock:
-            self.in_flight -= 1
+            self.in_flight -= count
             self.bytes -= nbytes
 
     @contextmanager
-    def slot(self, nbytes: int) -> Iterator[None]:
-        self.acquire(nbytes)
+    def slot(self, nbytes: int, count: int = 1) -> Iterator[None]:
+        self.acquire(nbytes, count)
         try:
             yield
         finally:
-            self.release(nbytes)
+            self.release(nbytes, count)

@@ -62,6 +62,8 @@ class LimitsConfig(_Section):
     max_duration_s: float = Field(3600.0, gt=0, description="Longest video accepted (seconds).")
     decode_timeout_s: float = Field(60.0, gt=0, description="A decode running longer is killed (its worker replaced).")
     max_prompt_chars: int = Field(4000, ge=1, description="Longest generation prompt accepted.")
+    max_group_videos: int = Field(16, ge=1, le=1024, description="Most videos in one ScoreGroup call (one per "
+                                  "generator of a prompt); each holds an admission place.")
     allowed_dirs: list[Path] = Field(
         default_factory=list,
         description="Directories a request may name a video path in (after resolving symlinks). "

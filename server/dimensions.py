@@ -346,24 +346,30 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to a dimension file")
 
 
-def render_dimensions(dims: list[Any]) -> str:
-    """Write dimensions back as TOML (used by the exporters), with their token ids recorded."""
+def dimensions_text(tables: list[dict[str, Any]]) -> str:
+    """Dimension tables (plain dicts, as the parser takes them) written as a dimension file: nested
+    `texts` as a [dimension.texts] table and `step` as [[dimension.step]] tables."""
     blocks = []
-    for d in dims:
-        fields = d.model_dump(exclude_none=True)
+    for table in tables:
+        fields = {k: v for k, v in table.items() if v is not None}
         steps, texts = fields.pop("step", ()), fields.pop("texts", {})
         order = ["name", "head", "description", "question", "answer_prefix"]
-        keys = order + sorted(k for k in fields if k not in order)
-        lines = ["[[dimension]]"] + [f"{k} = {_toml_value(fields[k])}" for k in keys if k in fields]
+        keys = [k for k in order if k in fields] + sorted(k for k in fields if k not in order)
+        lines = ["[[dimension]]"] + [f"{k} = {_toml_value(fields[k])}" for k in keys]
         if texts:
             lines += ["", "[dimension.texts]"] + [f"{k} = {_toml_value(v)}" for k, v in texts.items()]
         for st in steps:
-            lines += ["", "[[dimension.step]]"] + [f"{k} = {_toml_value(v)}" for k, v in st.items()]
+            lines += ["", "[[dimension.step]]"] + [f"{k} = {_toml_value(v)}" for k, v in st.items() if v is not None]
         blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_dimensions(dims: list[Any]) -> str:
+    """Write parsed dimensions back as a dimension file (the exporters do), with their token ids recorded."""
     header = ("# Dimensions this bundle judges. Edit freely: add a [[dimension]] table (name, head, question, ...;\n"
               "# see the README's dimension file section) and restart the server. Token ids are checked against\n"
               "# the tokenizer; leave them out for new dimensions.\n\n")
-    return header + "\n\n".join(blocks) + "\n"
+    return header + dimensions_text([d.model_dump(exclude_none=True) for d in dims])
 
 
 # The built-in dimensions every exported bundle starts with.
@@ -383,5 +389,4 @@ BUILTIN: list[dict[str, Any]] = [
 
 def builtin_dimensions_text(extra: list[dict[str, Any]] = ()) -> str:
     """The built-in dimensions (and `extra` ones) as a dimension file, ready for parse_dimensions."""
-    return "\n".join("[[dimension]]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in d.items()) + "\n"
-                     for d in [*BUILTIN, *extra])
+    return dimensions_text([*BUILTIN, *extra])

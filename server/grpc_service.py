@@ -9,7 +9,7 @@ import time
 import grpc
 
 from vidjudge.errors import KIND_METADATA_KEY, REASON_METADATA_KEY, InternalError, VidjudgeError
-from vidjudge.server.pipeline import Pipeline, ScoreRequestData, ScoreResult
+from vidjudge.server.pipeline import GroupRequestData, GroupVideoData, Pipeline, ScoreRequestData, ScoreResult
 from vidjudge.server.types import DimensionScore
 from vidjudge.v1 import judge_pb2 as pb
 from vidjudge.v1 import judge_pb2_grpc as pb_grpc
@@ -33,9 +33,13 @@ def request_from_pb(msg: pb.ScoreRequest, deadline: float | None) -> ScoreReques
         prompt=msg.prompt,
         dimensions=tuple(msg.dimensions),
         deadline=deadline,
-        # Only the fields a request set: an absent question stays absent (the dimension then lacks it).
-        inputs={dim: {f.name: v for f, v in inp.ListFields()} for dim, inp in msg.inputs.items()},
+        inputs=_inputs_from_pb(msg.inputs),
     )
+
+
+def _inputs_from_pb(inputs) -> dict[str, dict[str, str]]:
+    # Only the fields a request set: an absent question stays absent (the dimension then lacks it).
+    return {dim: {f.name: v for f, v in inp.ListFields()} for dim, inp in inputs.items()}
 
 
 def dimension_to_pb(s: DimensionScore) -> pb.DimensionResult:
@@ -61,6 +65,12 @@ def result_to_pb(r: ScoreResult) -> pb.ScoreResponse:
 
 def error_to_pb(e: VidjudgeError) -> pb.Error:
     return pb.Error(code=e.code.value[0], reason=e.reason, message=e.message, kind=type(e).__name__)
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: VidjudgeError) -> None:
+    """End the call with the error's status, its reason and its class name in the trailing metadata."""
+    await context.abort(err.code, err.message, trailing_metadata=((REASON_METADATA_KEY, err.reason),
+                                                                  (KIND_METADATA_KEY, type(err).__name__)))
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -98,8 +108,7 @@ class JudgeService(pb_grpc.JudgeServicer):
             self._count("Score", grpc.StatusCode.OK, result=result)
             return result_to_pb(result)
         self._count("Score", err.code, err)
-        await context.abort(err.code, err.message, trailing_metadata=((REASON_METADATA_KEY, err.reason),
-                                                                      (KIND_METADATA_KEY, type(err).__name__)))
+        await _abort(context, err)
 
     async def ScoreStream(self, request_iterator, context: grpc.aio.ServicerContext):
         out: asyncio.Queue = asyncio.Queue()
@@ -146,6 +155,30 @@ class JudgeService(pb_grpc.JudgeServicer):
             reader.cancel()
             for t in list(tasks):
                 t.cancel()
+
+    async def ScoreGroup(self, request: pb.ScoreGroupRequest, context: grpc.aio.ServicerContext) -> pb.ScoreGroupResponse:
+        req = GroupRequestData(
+            videos=tuple(GroupVideoData(v.id, v.generator, v.video.data if v.video.WhichOneof("source") == "data" else None,
+                                        v.video.path if v.video.WhichOneof("source") == "path" else None)
+                         for v in request.videos),
+            model=request.model, prompt=request.prompt, dimensions=tuple(request.dimensions),
+            deadline=_deadline(context), inputs=_inputs_from_pb(request.inputs))
+        try:
+            model, results = await self.pipeline.score_group(req)
+        except asyncio.CancelledError:
+            self._count("ScoreGroup", grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
+            err = as_error(exc)
+        else:
+            self._count("ScoreGroup", grpc.StatusCode.OK)
+            return pb.ScoreGroupResponse(model=model, results=[
+                pb.GroupVideoResult(id=r.id, generator=r.generator, response=result_to_pb(r.result))
+                if r.result is not None else
+                pb.GroupVideoResult(id=r.id, generator=r.generator, error=error_to_pb(as_error(r.error)))
+                for r in results])
+        self._count("ScoreGroup", err.code, err)
+        await _abort(context, err)
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         models = []

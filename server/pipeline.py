@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vidjudge.errors import DeadlineExceeded, InvalidRequest, ModelNotFound
+from vidjudge.errors import DeadlineExceeded, InvalidRequest, ModelNotFound, VidjudgeError
 from vidjudge.server.admission import Admission
 from vidjudge.server.batching import Batcher, BatchWorker
 from vidjudge.server.bundle import Bundle
@@ -60,6 +60,36 @@ class ScoreResult:
     scores: list[DimensionScore]
     timings: StageTimings
     video: VideoInfo
+
+
+@dataclass(frozen=True)
+class GroupVideoData:
+    """One video of a group: the caller's id for it, the model that generated it, its bytes or path."""
+
+    id: str
+    generator: str = ""
+    data: bytes | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupRequestData:
+    """Several videos generated for one prompt, judged together (references, group heads)."""
+
+    videos: tuple[GroupVideoData, ...]
+    model: str = ""
+    prompt: str = ""
+    dimensions: tuple[str, ...] = ()
+    deadline: float | None = None
+    inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class GroupVideoResult:
+    id: str
+    generator: str
+    result: ScoreResult | None = None
+    error: Exception | None = None  # a VidjudgeError: this video alone failed (e.g. it is not a video)
 
 
 def _as_dtype(x: Any, dtype) -> Any:
@@ -210,17 +240,21 @@ class Pipeline:
         self.metrics.videos.labels(result.model).inc()
         return result
 
-    async def _score(self, runner: ModelRunner, dims: list, req: ScoreRequestData, t0: float) -> ScoreResult:
-        source = video_source(req.data, req.path, self._allowed, self._limits.max_bytes)
-        _remaining(req.deadline)
-
-        # 1-3. Decode, preprocess, encode: shared with concurrent requests for the same content. This
-        #      request waits with its own deadline; the work stops only when no request waits for it.
+    async def _visual_of(self, runner: ModelRunner, data: bytes | None, path: str | None,
+                         deadline: float | None) -> "_Visual":
+        """Decode, preprocess, encode one video: shared with concurrent requests for the same content. The
+        caller waits with its own deadline; the work stops only when no request waits for it."""
+        source = video_source(data, path, self._allowed, self._limits.max_bytes)
+        _remaining(deadline)
         big = source.data is not None and len(source.data) > (1 << 20)
         key = (runner.bundle.name, await asyncio.get_running_loop().run_in_executor(self._cpu, content_key, source)
                if big else content_key(source))
-        visual = await self._shared.run(key, lambda progress: self._visual(runner, source, progress),
-                                        lambda work, progress: _wait(work, req.deadline, progress))
+        return await self._shared.run(key, lambda progress: self._visual(runner, source, progress),
+                                      lambda work, progress: _wait(work, deadline, progress))
+
+    async def _score(self, runner: ModelRunner, dims: list, req: ScoreRequestData, t0: float) -> ScoreResult:
+        # 1-3. Decode, preprocess, encode.
+        visual = await self._visual_of(runner, req.data, req.path, req.deadline)
         timings = dataclasses.replace(visual.timings)
 
         # 4. One LLM operation per dimension (batched with other requests'), read by its head.
@@ -275,6 +309,85 @@ class Pipeline:
         judge = Judge(runner.family, runner.llm, req.prompt, dict(req.inputs.get(dim.name, {})),
                       [Member("", "", encoded)], deadline=req.deadline, request_id=request_id)
         return await runner.bundle.heads[dim.name].run(judge)
+
+    # -- groups: several videos of one prompt judged together ----------------------------------------------
+    async def score_group(self, req: GroupRequestData) -> tuple[str, list[GroupVideoResult]]:
+        """Every video of the group on every dimension. Group heads (one call over all videos) and the
+        references of per-video heads see the group's videos that decoded; a video that fails to decode
+        gets its own error and the others are judged without it."""
+        if not req.videos:
+            raise InvalidRequest("the group has no videos", reason="empty_request")
+        limit = self.config.limits.max_group_videos
+        if len(req.videos) > limit:
+            raise InvalidRequest(f"the group has {len(req.videos)} videos, over the server's limit of {limit}",
+                                 reason="group_too_large")
+        ids = [v.id for v in req.videos]
+        if len(set(ids)) != len(ids) or not all(ids):
+            raise InvalidRequest("every video of a group needs its own non-empty id", reason="invalid_request")
+        runner, dims = self.resolve(ScoreRequestData(model=req.model, prompt=req.prompt,
+                                                     dimensions=req.dimensions, inputs=req.inputs))
+        nbytes = sum(len(v.data) for v in req.videos if v.data is not None)
+        t0 = time.perf_counter()
+        with self.admission.slot(nbytes, count=len(req.videos)):
+            results = await self._score_group(runner, dims, req, t0)
+        for r in results:
+            if r.result is not None:
+                self.metrics.videos.labels(runner.bundle.name).inc()
+        return runner.bundle.name, results
+
+    async def _score_group(self, runner: ModelRunner, dims: list, req: GroupRequestData,
+                           t0: float) -> list[GroupVideoResult]:
+        # 1-3. Every video's decode + encode, side by side; failures stay with their video.
+        visuals = await asyncio.gather(*(self._visual_of(runner, v.data, v.path, req.deadline) for v in req.videos),
+                                       return_exceptions=True)
+        for v in visuals:
+            if isinstance(v, BaseException) and not isinstance(v, VidjudgeError):
+                raise v  # deadlines, cancellation, bugs: the whole call
+        ok = [i for i, v in enumerate(visuals) if not isinstance(v, BaseException)]
+        members = [Member(req.videos[i].id, req.videos[i].generator, visuals[i].encoded) for i in ok]
+
+        # 4. Every (dimension, video) judgement at once, so the LLM backend batches them: a group head once
+        #    for all videos, a per-video head once per video with the others as its references.
+        t = time.perf_counter()
+        rid = f"vj-{uuid.uuid4().hex}"
+        jobs, where = [], []
+        for d in dims:
+            head = runner.bundle.heads[d.name]
+
+            def judge(target: int, d=d) -> Judge:
+                return Judge(runner.family, runner.llm, req.prompt, dict(req.inputs.get(d.name, {})), members,
+                             target=target, deadline=req.deadline, request_id=f"{rid}-{d.name}-{target}")
+
+            if not members:
+                continue
+            if head.group:
+                jobs.append(head.run_group(judge(0)))
+                where.append((d.name, None))
+            else:
+                for t_ in range(len(members)):
+                    jobs.append(head.run(judge(t_)))
+                    where.append((d.name, t_))
+        outs = await _wait(asyncio.gather(*jobs), req.deadline, "llm")
+        llm_s = time.perf_counter() - t
+        per_video: dict[int, dict[str, DimensionScore]] = {t_: {} for t_ in range(len(members))}
+        for (name, target), out in zip(where, outs):
+            if target is None:
+                for t_, score in enumerate(out):
+                    per_video[t_][name] = score
+            else:
+                per_video[target][name] = out
+
+        results = []
+        for i, v in enumerate(req.videos):
+            if i not in ok:
+                results.append(GroupVideoResult(v.id, v.generator, error=visuals[i]))
+                continue
+            t_ = ok.index(i)
+            timings = dataclasses.replace(visuals[i].timings, llm_s=llm_s, total_s=time.perf_counter() - t0)
+            scores = [per_video[t_][d.name] for d in dims]
+            results.append(GroupVideoResult(v.id, v.generator, ScoreResult(runner.bundle.name, scores, timings,
+                                                                           visuals[i].info)))
+        return results
 
     def _bind_gauges(self) -> None:
         """Gauges read the live values when scraped: exact, and nothing to keep in sync by hand."""

@@ -27,7 +27,9 @@ from vidjudge.server.types import (DecodedVideo, DecodeRequest, EmbeddingSpan, E
 
 VIEW, ENCODER = "frames", "image"
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
-CHATML = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+# Qwen2.5-VL's chat template (ChatML) for one turn; the exporter writes it as llm.prompt_template.
+CHATML = ("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n"
+          "<|im_start|>assistant\n{answer_prefix}")
 
 
 class FramesConfig(BaseModel):
@@ -77,6 +79,10 @@ class Qwen25VLFramesFamily(Family):
         if self.image_token_id is None:
             raise ValueError(f"the tokenizer has no {c.image_token} token")
         self._encode_text = lru_cache(maxsize=4096)(lambda text: tuple(self.tokenizer.encode(text)))
+        t = manifest.llm.prompt_template
+        if any(f not in t for f in ("{system}", "{content}", "{answer_prefix}")):
+            raise ValueError("llm.prompt_template needs {system}, {content} and {answer_prefix} (a chat turn)")
+        self.template = t
 
     # -- decode and preprocess -----------------------------------------------------------------
     def decode_request(self) -> DecodeRequest:
@@ -125,8 +131,8 @@ class Qwen25VLFramesFamily(Family):
             else:
                 content.append(part)
         # str.replace, not str.format: user text may contain braces.
-        text = CHATML.replace("{system}", self.config.system if turn.system is None else turn.system)
-        text = text.replace("{content}", "".join(content)) + turn.answer_prefix
+        text = self.template.replace("{system}", self.config.system if turn.system is None else turn.system)
+        text = text.replace("{content}", "".join(content)).replace("{answer_prefix}", turn.answer_prefix)
         parts: list = []
         run: list[int] = []
         images = iter(spans)

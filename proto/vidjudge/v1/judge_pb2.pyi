@@ -151,6 +151,57 @@ class ScoreStreamResponse(_message.Message):
     error: Error
     def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ScoreResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
+class GroupVideo(_message.Message):
+    __slots__ = ("id", "generator", "video")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    generator: str
+    video: Video
+    def __init__(self, id: _Optional[str] = ..., generator: _Optional[str] = ..., video: _Optional[_Union[Video, _Mapping]] = ...) -> None: ...
+
+class ScoreGroupRequest(_message.Message):
+    __slots__ = ("model", "prompt", "videos", "dimensions", "inputs")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: DimensionInput
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[DimensionInput, _Mapping]] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt: str
+    videos: _containers.RepeatedCompositeFieldContainer[GroupVideo]
+    dimensions: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.MessageMap[str, DimensionInput]
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., videos: _Optional[_Iterable[_Union[GroupVideo, _Mapping]]] = ..., dimensions: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Mapping[str, DimensionInput]] = ...) -> None: ...
+
+class GroupVideoResult(_message.Message):
+    __slots__ = ("id", "generator", "response", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    generator: str
+    response: ScoreResponse
+    error: Error
+    def __init__(self, id: _Optional[str] = ..., generator: _Optional[str] = ..., response: _Optional[_Union[ScoreResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class ScoreGroupResponse(_message.Message):
+    __slots__ = ("model", "results")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    results: _containers.RepeatedCompositeFieldContainer[GroupVideoResult]
+    def __init__(self, model: _Optional[str] = ..., results: _Optional[_Iterable[_Union[GroupVideoResult, _Mapping]]] = ...) -> None: ...
+
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -44,6 +44,11 @@ class JudgeStub:
                 request_serializer=vidjudge_dot_v1_dot_judge__pb2.ScoreStreamRequest.SerializeToString,
                 response_deserializer=vidjudge_dot_v1_dot_judge__pb2.ScoreStreamResponse.FromString,
                 _registered_method=True)
+        self.ScoreGroup = channel.unary_unary(
+                '/vidjudge.v1.Judge/ScoreGroup',
+                request_serializer=vidjudge_dot_v1_dot_judge__pb2.ScoreGroupRequest.SerializeToString,
+                response_deserializer=vidjudge_dot_v1_dot_judge__pb2.ScoreGroupResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/vidjudge.v1.Judge/ListModels',
                 request_serializer=vidjudge_dot_v1_dot_judge__pb2.ListModelsRequest.SerializeToString,
@@ -71,6 +76,16 @@ class JudgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreGroup(self, request, context):
+        """Several videos generated for one prompt (one per generator, say), judged together: per-video
+        dimensions see the others as references (Video-Bench's static quality), group dimensions judge
+        all of them in one call (its dynamic quality). One result per video, in the request's order; a
+        video that cannot be decoded gets its own error and the others are judged without it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """The loaded bundles: their dimensions (with head and inputs), views, adapters and backends.
         """
@@ -90,6 +105,11 @@ def add_JudgeServicer_to_server(servicer, server):
                     servicer.ScoreStream,
                     request_deserializer=vidjudge_dot_v1_dot_judge__pb2.ScoreStreamRequest.FromString,
                     response_serializer=vidjudge_dot_v1_dot_judge__pb2.ScoreStreamResponse.SerializeToString,
+            ),
+            'ScoreGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreGroup,
+                    request_deserializer=vidjudge_dot_v1_dot_judge__pb2.ScoreGroupRequest.FromString,
+                    response_serializer=vidjudge_dot_v1_dot_judge__pb2.ScoreGroupResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -151,6 +171,33 @@ class Judge:
             '/vidjudge.v1.Judge/ScoreStream',
             vidjudge_dot_v1_dot_judge__pb2.ScoreStreamRequest.SerializeToString,
             vidjudge_dot_v1_dot_judge__pb2.ScoreStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vidjudge.v1.Judge/ScoreGroup',
+            vidjudge_dot_v1_dot_judge__pb2.ScoreGroupRequest.SerializeToString,
+            vidjudge_dot_v1_dot_judge__pb2.ScoreGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,
