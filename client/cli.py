@@ -175,3 +175,64 @@ def models(server: str = typer.Option("127.0.0.1:50051", "--server", "-s", help=
                       + (f" {'/'.join(d.levels)}" if d.levels else "")
                       + (f" adapter {d.adapter}" if d.adapter else "")
                       + (f" (needs {', '.join(needs)})" if needs else "") + f": {d.description}")
+
+
+@app.command()
+def suite(suite_json: Path = typer.Argument(..., help="Prompt suite in Video-Bench's layout: a JSON list of "
+                                            '{"prompt", "dimension": \\[tags]} (its VideoBench_full.json).'),
+          videos: Path = typer.Argument(..., help="Videos as <VIDEOS>/<generator>/<prompt>_<seed>.mp4."),
+          out_dir: Path = typer.Option(..., "--out", "-o", help="Where the results JSON files and leaderboard go."),
+          server: Optional[str] = typer.Option(None, "--server", "-s", help="A running server (host:port)."),
+          bundle: Optional[Path] = typer.Option(None, "--bundle", help="Or a Video-Bench bundle served here, on a "
+                                                "loopback port, for this run (needs the server extra)."),
+          mode: str = typer.Option("faithful", help="faithful (Video-Bench's chains and group calls) or fast "
+                                   "(the same rubrics, one level-token forward each)."),
+          seeds: str = typer.Option("0,1,2", help="Seeds to look for (<prompt>_<seed>.mp4)."),
+          dimension: List[str] = typer.Option(None, "--dimension", "-d", help="Only these dimensions (repeatable)."),
+          concurrency: int = typer.Option(4, help="Prompt groups in flight at once."),
+          model: str = typer.Option("", help="Model name on the server; default: its default.")):
+    """Score a prompt suite per generator and dimension (Video-Bench's layouts in and out) with group scoring."""
+    import asyncio
+    import contextlib
+
+    from vidjudge.client.suite import plan, score_all, write_outputs
+
+    if mode not in ("faithful", "fast"):
+        err.print("[red]--mode is faithful or fast[/red]")
+        raise typer.Exit(2)
+    if bool(server) == bool(bundle):
+        err.print("[red]say where to score: --server ADDR or --bundle DIR[/red]")
+        raise typer.Exit(2)
+    try:
+        groups = plan(json.loads(suite_json.read_text()), videos, tuple(int(s) for s in seeds.split(",") if s),
+                      tuple(dimension or ()))
+    except (OSError, ValueError, KeyError) as e:
+        err.print(f"[red]cannot read the suite: {e}[/red]")
+        raise typer.Exit(2)
+    with contextlib.ExitStack() as stack:
+        target = server
+        if bundle is not None:
+            try:
+                from vidjudge.server.app import ServerThread
+                from vidjudge.server.config import load_config
+            except ImportError as e:
+                need_server_extra(e)
+            setup_logging("WARNING")
+            cfg = load_config(overrides={"server.port": 0, "server.bundles": [str(bundle)]})
+            target = stack.enter_context(ServerThread(cfg)).address
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+            task = progress.add_task(f"{len(groups)} prompt groups ({mode})", total=len(groups))
+            results = asyncio.run(score_all(target, groups, fast=mode == "fast", concurrency=concurrency,
+                                            model=model, progress=lambda: progress.advance(task)))
+    rows = write_outputs(out_dir, results)
+    table = Table(title=f"{mode} scores, mean per generator ({len(groups)} prompt groups)")
+    dims = sorted(results)
+    table.add_column("generator")
+    for d in dims:
+        table.add_column(d, justify="right")
+    for r in rows:
+        table.add_row(r["generator"], *("-" if r[d] is None else f"{r[d]:.2f}" for d in dims))
+    out.print(table)
+    out.print(f"results written to {out_dir}")

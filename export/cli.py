@@ -84,3 +84,43 @@ def export_trt_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (it
         out.print(f"encoder {name}: engine {record['engine']} built for {record['gpu_name']} "
                   f"(sm_{record['compute_capability']}), TensorRT {record['tensorrt_version']}, "
                   f"batch 1..{record['max_batch']}")
+
+
+@app.command("videobench")
+def export_videobench_cmd(checkpoint: Path = typer.Argument(..., help="Local Hugging Face Qwen2.5-VL checkpoint "
+                                                             "directory (the open model that judges)."),
+                          out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
+                          height: int = typer.Option(448, help="Frame height after resize (multiple of 28)."),
+                          width: int = typer.Option(448, help="Frame width after resize (multiple of 28)."),
+                          max_frames: int = typer.Option(16, help="Most frames per video (2 per second are taken)."),
+                          max_tokens: int = typer.Option(512, help="Longest answer of each chain step."),
+                          name: Optional[str] = typer.Option(None, help="Model name."),
+                          overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
+    """Video-Bench's nine dimensions (faithful chains and fast level-token modes) on an open Qwen2.5-VL."""
+    try:
+        from vidjudge.export.hf import ExportError
+        from vidjudge.export.videobench import export_videobench
+    except ImportError as e:
+        need_server_extra(e)
+    setup_logging("WARNING")
+    try:
+        path = export_videobench(checkpoint, out_dir, height=height, width=width, max_frames=max_frames,
+                                 max_tokens=max_tokens, name=name, overwrite=overwrite)
+    except ExportError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2)
+    out.print(f"Video-Bench bundle written to {path}")
+
+
+@app.command("videobench-tiny")
+def export_videobench_tiny_cmd(out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
+                               overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
+    """Video-Bench on the tiny random Qwen2.5-VL (demos, tests, benchmarks), offline in seconds."""
+    try:
+        from vidjudge.export.videobench import export_videobench_tiny
+    except ImportError as e:
+        need_server_extra(e)
+    setup_logging("WARNING")
+    t = time.perf_counter()
+    path = export_videobench_tiny(out_dir, overwrite=overwrite)
+    out.print(f"tiny Video-Bench bundle written to {path} in {time.perf_counter() - t:.1f}s")

@@ -229,3 +229,41 @@ def test_both_modes_through_vllm_over_grpc_match_transformers(videobench_bundle,
         for d in ("color.fast", "imaging_quality.fast"):
             assert abs(sum(v[d].levels.values()) - 1) < 1e-6
             assert max(abs(a - b) for a, b in zip(v[d].levels.values(), t[d].levels.values())) < 1e-5
+
+
+def test_suite_runner_reads_and_writes_video_bench_layouts(videobench_bundle, clips, tmp_path):
+    """`vidjudge suite`: prompts x seeds, each prompt's generators scored as one group; results per dimension
+    in Video-Bench's JSON layout and a leaderboard."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from vidjudge.cli import build_app
+
+    videos = tmp_path / "videos"
+    suite = [{"prompt": PROMPT, "dimension": ["color", "temporal_consistency"]},
+             {"prompt": "a cat sleeps", "dimension": ["aesthetic_quality"]},
+             {"prompt": "nothing was generated for this", "dimension": ["color"]}]
+    for gen, src in (("alpha", clips[0][2]), ("beta", clips[1][2])):
+        (videos / gen).mkdir(parents=True)
+        shutil.copy(src, videos / gen / f"{PROMPT}_0.mp4")
+        shutil.copy(src, videos / gen / "a cat sleeps_0.mp4")
+    shutil.copy(clips[2][2], videos / "alpha" / "a cat sleeps_1.mp4")  # seed 1 by one generator only
+    (tmp_path / "suite.json").write_text(json.dumps(suite))
+    out = tmp_path / "results"
+    with scripted_server(videobench_bundle, clips[0][2].parent) as s:
+        r = CliRunner().invoke(build_app(), ["suite", str(tmp_path / "suite.json"), str(videos), "--out", str(out),
+                                             "--server", s.thread.address, "--seeds", "0,1"])
+        groups = len(s.llm.calls)
+    assert r.exit_code == 0, r.output
+    color = json.loads((out / "results_color_score_results.json").read_text())
+    assert color == {"average_scores": {"alpha": 2.0, "beta": 2.0},
+                     "scores": {"0": {"prompt_en": PROMPT, "alpha": 2.0, "beta": 2.0}}}
+    temporal = json.loads((out / "results_temporal_consistency_score_results.json").read_text())
+    assert temporal["scores"]["0"] == {"prompt_en": PROMPT, "alpha": 1.0, "beta": 2.0}  # by order in the group
+    aesthetic = json.loads((out / "results_aesthetic_quality_score_results.json").read_text())
+    assert set(aesthetic["scores"]) == {"1", "2"} and aesthetic["scores"]["2"] == {"prompt_en": "a cat sleeps",
+                                                                                   "alpha": 4.0}
+    assert (out / "leaderboard.md").read_text().startswith("| generator |") and "alpha" in r.output
+    assert groups == 2 * 5 + 1 + 2 + 1  # color chains, one temporal call, aesthetic for 2 then 1 video
