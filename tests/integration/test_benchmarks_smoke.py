@@ -158,3 +158,16 @@ def test_gpu_check_dry_runs_on_cpu(tmp_path):
     assert summary["gpu"]["available"] is False and summary["compare"]["ratio_median"] > 0
     stages = json.loads((out / "stages.json").read_text())["results"]
     assert {r["backend"] for r in stages["encoder"]["rows"]} == {"torch-cpu"} and stages["llm"]["rows"]
+
+
+def test_videobench_benchmark_reports_every_mode(tmp_path):
+    from vidjudge.benchmarks import videobench
+
+    out = tmp_path / "vb.json"
+    assert videobench.main(["--groups", "1", "--generators", "2", "--concurrency", "1", "--out", str(out)]) == 0
+    modes = json.loads(out.read_text())["results"]["modes"]
+    assert set(modes) == {"faithful", "fast", "one call at a time"}
+    # Faithful: 5 calls per alignment dimension and video, 1 per static, 1 per group for dynamic (+ retries).
+    assert modes["faithful"]["llm_calls_per_video"] >= 5 * 5 + 2 + 1
+    assert modes["fast"]["llm_calls_per_video"] == 9
+    assert modes["one call at a time"]["llm_calls"] == modes["faithful"]["llm_calls"]
