@@ -96,19 +96,24 @@ class JudgeService(pb_grpc.JudgeServicer):
             log.debug("%s OK model=%s %s total=%.0fms decode=%.0fms", method, result.model, scores,
                       result.timings.total_s * 1000, result.timings.decode_s * 1000)
 
-    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+    async def _answer(self, method: str, context: grpc.aio.ServicerContext, call, to_pb):
+        """Run a unary call's work; count and log its outcome; every failure becomes a typed status."""
         try:
-            result = await self.pipeline.score(request_from_pb(request, _deadline(context)))
+            result = await call()
         except asyncio.CancelledError:
-            self._count("Score", grpc.StatusCode.CANCELLED)
+            self._count(method, grpc.StatusCode.CANCELLED)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
             err = as_error(exc)
         else:
-            self._count("Score", grpc.StatusCode.OK, result=result)
-            return result_to_pb(result)
-        self._count("Score", err.code, err)
+            self._count(method, grpc.StatusCode.OK, result=result if isinstance(result, ScoreResult) else None)
+            return to_pb(result)
+        self._count(method, err.code, err)
         await _abort(context, err)
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        req = request_from_pb(request, _deadline(context))
+        return await self._answer("Score", context, lambda: self.pipeline.score(req), result_to_pb)
 
     async def ScoreStream(self, request_iterator, context: grpc.aio.ServicerContext):
         out: asyncio.Queue = asyncio.Queue()
@@ -157,28 +162,24 @@ class JudgeService(pb_grpc.JudgeServicer):
                 t.cancel()
 
     async def ScoreGroup(self, request: pb.ScoreGroupRequest, context: grpc.aio.ServicerContext) -> pb.ScoreGroupResponse:
-        req = GroupRequestData(
-            videos=tuple(GroupVideoData(v.id, v.generator, v.video.data if v.video.WhichOneof("source") == "data" else None,
-                                        v.video.path if v.video.WhichOneof("source") == "path" else None)
-                         for v in request.videos),
-            model=request.model, prompt=request.prompt, dimensions=tuple(request.dimensions),
-            deadline=_deadline(context), inputs=_inputs_from_pb(request.inputs))
-        try:
-            model, results = await self.pipeline.score_group(req)
-        except asyncio.CancelledError:
-            self._count("ScoreGroup", grpc.StatusCode.CANCELLED)
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed status
-            err = as_error(exc)
-        else:
-            self._count("ScoreGroup", grpc.StatusCode.OK)
+        def video(v: pb.GroupVideo) -> GroupVideoData:
+            which = v.video.WhichOneof("source")
+            return GroupVideoData(v.id, v.generator, v.video.data if which == "data" else None,
+                                  v.video.path if which == "path" else None)
+
+        req = GroupRequestData(videos=tuple(video(v) for v in request.videos), model=request.model,
+                               prompt=request.prompt, dimensions=tuple(request.dimensions),
+                               deadline=_deadline(context), inputs=_inputs_from_pb(request.inputs))
+
+        def to_pb(answer) -> pb.ScoreGroupResponse:
+            model, results = answer
             return pb.ScoreGroupResponse(model=model, results=[
                 pb.GroupVideoResult(id=r.id, generator=r.generator, response=result_to_pb(r.result))
                 if r.result is not None else
                 pb.GroupVideoResult(id=r.id, generator=r.generator, error=error_to_pb(as_error(r.error)))
                 for r in results])
-        self._count("ScoreGroup", err.code, err)
-        await _abort(context, err)
+
+        return await self._answer("ScoreGroup", context, lambda: self.pipeline.score_group(req), to_pb)
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         models = []

@@ -31,8 +31,8 @@ ANSWER_FIELD = "{answer_prefix}"
 VIEW, ENCODER, SPAN = "frames", "vision", "video"
 
 
-class QwenConfig(BaseModel):
-    """manifest.family_config of a qwen2_5_vl bundle."""
+class QwenVisionConfig(BaseModel):
+    """What every Qwen2.5-VL family's manifest.family_config holds: the vision tower's input layout."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +41,15 @@ class QwenConfig(BaseModel):
     merge_size: int = 2
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+    def patch_spec(self) -> PatchSpec:
+        return PatchSpec(patch_size=self.patch_size, temporal_patch_size=self.temporal_patch_size,
+                         merge_size=self.merge_size, mean=tuple(self.mean), std=tuple(self.std))
+
+
+class QwenConfig(QwenVisionConfig):
+    """manifest.family_config of a qwen2_5_vl bundle."""
+
     tokens_per_second: float = 2.0
     video_token: str = "<|video_pad|>"
 
@@ -86,8 +95,7 @@ class Qwen25VLFamily(Family):
         super().__init__(root, manifest)
         self.config = QwenConfig.model_validate(manifest.family_config)
         c = self.config
-        self.patch = PatchSpec(patch_size=c.patch_size, temporal_patch_size=c.temporal_patch_size,
-                               merge_size=c.merge_size, mean=tuple(c.mean), std=tuple(c.std))
+        self.patch = c.patch_spec()
         if VIEW not in manifest.views or ENCODER not in manifest.encoders:
             raise ValueError(f"a {self.name} bundle needs view '{VIEW}' and encoder '{ENCODER}'")
         v = manifest.views[VIEW]

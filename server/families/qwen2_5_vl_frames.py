@@ -17,11 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from vidjudge.server.families.base import EncoderSpec, Family, TransformersAdapter, VllmAdapter, ViewInfo
-from vidjudge.server.families.qwen2_5_vl import HfJsonTokenizer, _QwenTransformers
-from vidjudge.server.preprocess import PatchSpec, grid_for, patchify
+from vidjudge.server.families.qwen2_5_vl import HfJsonTokenizer, QwenVisionConfig, _QwenTransformers
+from vidjudge.server.preprocess import grid_for, patchify
 from vidjudge.server.types import (DecodedVideo, DecodeRequest, EmbeddingSpan, EncodedVideo, Frames, LlmPrompt,
                                    PreprocessedVideo, Turn, ViewSpec)
 
@@ -32,16 +31,9 @@ CHATML = ("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{content}<|
           "<|im_start|>assistant\n{answer_prefix}")
 
 
-class FramesConfig(BaseModel):
+class FramesConfig(QwenVisionConfig):
     """manifest.family_config of a qwen2_5_vl_frames bundle."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    merge_size: int = 2
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     per_second: float = 2.0  # frames sampled per second of video (Video-Bench: 2)
     image_token: str = "<|image_pad|>"
     system: str = "You are a helpful assistant."  # Qwen's default system message
@@ -58,8 +50,7 @@ class Qwen25VLFramesFamily(Family):
     def __init__(self, root: Path, manifest):
         super().__init__(root, manifest)
         self.config = c = FramesConfig.model_validate(manifest.family_config)
-        self.patch = PatchSpec(patch_size=c.patch_size, temporal_patch_size=c.temporal_patch_size,
-                               merge_size=c.merge_size, mean=tuple(c.mean), std=tuple(c.std))
+        self.patch = c.patch_spec()
         if VIEW not in manifest.views or ENCODER not in manifest.encoders:
             raise ValueError(f"a {self.name} bundle needs view '{VIEW}' and encoder '{ENCODER}'")
         v = manifest.views[VIEW]
