@@ -114,8 +114,11 @@ class ModelRunner:
         self.decode_request = self.family.decode_request()
         cap = config.admission.max_in_flight
         enc = config.encoder
+        # Room for every admitted video's inputs (an image encoder gets one per frame).
+        per_video = {spec.name: spec.items_per_video for spec in self.family.encoders()}
         self.encode_workers = {
-            name: BatchWorker(Batcher(enc.max_batch, enc.max_wait_ms / 1000, capacity=max(cap, enc.max_batch),
+            name: BatchWorker(Batcher(enc.max_batch, enc.max_wait_ms / 1000,
+                                      capacity=max(cap * per_video.get(name, 1), enc.max_batch),
                                       name=f"encode-{name}" if len(encoders) > 1 else "encode"),
                               lambda items, e=e: self._encode_batch(e, items), metrics.batch_observer("encode"))
             for name, e in encoders.items()

@@ -48,6 +48,7 @@ class EncoderSpec:
     tensorrt: Any = None  # bundle.TensorRTRecord | None
     # Builds the float32 torch reference module ([B, *input] -> [B, *output]); used by the torch backend.
     torch_module: Callable[[], Any] | None = None
+    items_per_video: int = 1  # most inputs one video gives this encoder (an image encoder: one per frame)
 
 
 @dataclass(frozen=True)

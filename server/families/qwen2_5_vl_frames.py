@@ -104,7 +104,7 @@ class Qwen25VLFramesFamily(Family):
             return build_encoder(self.llm_dir, self.grid)
 
         return [EncoderSpec(ENCODER, self.root / enc.onnx, tuple(enc.input_shape), tuple(enc.output_shape),
-                            enc.tensorrt, torch_module)]
+                            enc.tensorrt, torch_module, items_per_video=self.view.num_frames)]
 
     def encoded(self, pre: PreprocessedVideo, outputs: dict) -> EncodedVideo:
         return EncodedVideo({_span_name(i): EmbeddingSpan(e, self.grid, 1.0) for i, e in enumerate(outputs[ENCODER])})
