@@ -83,11 +83,14 @@ def server(tiny_bundle_all_heads, video_dir):
 def test_regression_and_yes_no_match_the_untouched_hf_model(server, video_dir, references):
     mos = [references[n]["mos"] for n in references]
     assert abs(mos[0] - mos[1]) > 100 * SCORE_TOL, mos  # the videos differ, or this test could not tell
+    worst = {"mos": 0.0, "p": 0.0}
     with JudgeClient(server.address) as c:
         for name, ref in references.items():
             r = c.score(video_dir / name, dimensions=["quality_regression", "qa"],
                         inputs={"qa": {"question": QUESTION}})
             reg, qa = r.scores["quality_regression"], r.scores["qa"]
+            worst["mos"] = max(worst["mos"], abs(reg.score - ref["mos"]))
+            worst["p"] = max(worst["p"], float(np.abs(np.subtract(list(qa.levels.values()), ref["p"])).max()))
             assert (reg.head, reg.scale_min, reg.scale_max) == ("regression", 0.0, 100.0)
             assert reg.score == pytest.approx(ref["mos"], abs=SCORE_TOL), name
             assert qa.head == "yes_no" and list(qa.levels) == ["yes", "no"]
@@ -95,6 +98,7 @@ def test_regression_and_yes_no_match_the_untouched_hf_model(server, video_dir, r
             assert qa.score == pytest.approx(ref["p"][0], abs=PROB_TOL)
             want = "yes" if ref["p"][0] >= ref["p"][1] else "no"
             assert qa.answer == want and qa.answer_probability == pytest.approx(ref["p"].max(), abs=PROB_TOL)
+    print(f"\nserved vs untouched HF: regression max |diff| {worst['mos']:.2e} (0-100), yes/no {worst['p']:.2e}")
 
 
 def test_a_lora_adapter_is_applied_exactly_as_peft_applies_it(server, tiny_bundle_all_heads, video_dir):
