@@ -4,9 +4,9 @@ Takes the visual embeddings our encoders computed (the model's own vision tower 
 runs here) and the positions the family computes. Next-token log-probs and last hidden
 states come from one left-padded batched prefill per (adapter) group, with the LM head
 applied to the last position only: never logits over all positions (DESIGN.md 6).
-Generation is greedy with a KV cache, one prompt at a time (rare and long: Video-Bench
-chains), stopping at EOS, `max_tokens` or a stop string (excluded from the text, as vLLM
-does).
+Generation is greedy with a KV cache, every generating prompt of the batch together
+(left-padded; Video-Bench chains send step k of many videos at once), each stopping at
+EOS, its `max_tokens` or a stop string (excluded from the text, as vLLM does).
 
 LoRA adapters of the bundle are loaded with PEFT under their names; a batch holds one
 adapter (or the base model, with the adapters disabled).
@@ -93,9 +93,10 @@ class TransformersLlm(LlmBackend):
                     if prefill:
                         for i, o in zip(prefill, self._prefill([requests[i] for i in prefill])):
                             out[i] = o
-                    for i in idx:
-                        if isinstance(requests[i].op, Generate):
-                            out[i] = self._generate(requests[i])
+                    generate = [i for i in idx if isinstance(requests[i].op, Generate)]
+                    if generate:
+                        for i, o in zip(generate, self._generate([requests[i] for i in generate])):
+                            out[i] = o
         return out  # type: ignore[return-value]
 
     def _adapter(self, name: str | None):
@@ -110,13 +111,12 @@ class TransformersLlm(LlmBackend):
         self._peft.set_adapter(name)
         return contextlib.nullcontext()
 
-    def _prefill(self, requests: list[LlmRequest]) -> list[LlmOutput]:
+    def _padded(self, requests: list[LlmRequest]):
+        """Left-padded inputs of a batch: every row's last real token sits at the last position."""
         torch = self._torch
         rows = [self.adapter.inputs(self.model, r.prompt) for r in requests]
         length = max(e.shape[0] for e, _ in rows)
-        hidden = rows[0][0].shape[1]
-        axes = rows[0][1].shape[0]
-        # Left padding: every row's last real token sits at the last position.
+        hidden, axes = rows[0][0].shape[1], rows[0][1].shape[0]
         embeds = torch.zeros(len(rows), length, hidden, dtype=self.model.dtype, device=self.device)
         positions = torch.ones(axes, len(rows), length, dtype=torch.long, device=self.device)
         mask = torch.zeros(len(rows), length, dtype=torch.long, device=self.device)
@@ -125,6 +125,11 @@ class TransformersLlm(LlmBackend):
             embeds[i, length - n:] = e
             positions[:, i, length - n:] = pos
             mask[i, length - n:] = 1
+        return rows, embeds, positions, mask
+
+    def _prefill(self, requests: list[LlmRequest]) -> list[LlmOutput]:
+        torch = self._torch
+        _, embeds, positions, mask = self._padded(requests)
         last, _ = self.model.decoder(embeds, mask, positions)
         last = last[:, -1]
         logprobs = None
@@ -140,32 +145,38 @@ class TransformersLlm(LlmBackend):
                 raise TypeError(f"cannot prefill {type(r.op).__name__}")
         return out
 
-    def _generate(self, request: LlmRequest) -> GeneratedText:
-        """Greedy decoding with a KV cache; the stop check is on the decoded text, like vLLM's."""
+    def _generate(self, requests: list[LlmRequest]) -> list[GeneratedText]:
+        """Greedy decoding of the whole batch with one KV cache; a finished row rides along (its tokens are
+        ignored) until every row is done. The stop check is on each row's decoded text, like vLLM's."""
         torch = self._torch
-        op: Generate = request.op  # type: ignore[assignment]
-        emb, pos = self.adapter.inputs(self.model, request.prompt)
-        n = emb.shape[0]
-        h, cache = self.model.decoder(emb[None], torch.ones(1, n, dtype=torch.long, device=self.device),
-                                      pos[:, None, :], None, True)
+        rows, embeds, positions, mask = self._padded(requests)
+        h, cache = self.model.decoder(embeds, mask, positions, None, True)
+        ops: list[Generate] = [r.op for r in requests]  # type: ignore[misc]
+        steps = max(op.max_tokens for op in ops)
+        # Each row's text continues from its own largest position (the family's rule).
+        cont = torch.stack([self.adapter.continuation_positions(pos, steps) for _, pos in rows], dim=1)  # A, B, S
         eos = set(self.tokenizer.eos_token_ids)
-        ids: list[int] = []
-        text, finish = "", "length"
-        steps = self.adapter.continuation_positions(pos, op.max_tokens)
-        for k in range(op.max_tokens):
-            token = int(torch.argmax(self.model.lm_head(h[:, -1]).float(), dim=-1)[0])
-            if token in eos:
-                finish = "stop"
+        ids: list[list[int]] = [[] for _ in requests]
+        texts, finish = [""] * len(requests), ["length"] * len(requests)
+        active = [True] * len(requests)
+        for k in range(steps):
+            tokens = torch.argmax(self.model.lm_head(h[:, -1]).float(), dim=-1)
+            for i, op in enumerate(ops):
+                if not active[i]:
+                    continue
+                token = int(tokens[i])
+                if token in eos:
+                    active[i], finish[i] = False, "stop"
+                    continue
+                ids[i].append(token)
+                texts[i] = self.tokenizer.decode(ids[i])
+                cut = min((texts[i].find(s) for s in op.stop if s in texts[i]), default=-1)
+                if cut >= 0:
+                    texts[i], finish[i], active[i] = texts[i][:cut], "stop", False
+                elif len(ids[i]) >= op.max_tokens:
+                    active[i] = False
+            if not any(active):
                 break
-            ids.append(token)
-            text = self.tokenizer.decode(ids)
-            cut = min((text.find(s) for s in op.stop if s in text), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-                break
-            if k + 1 == op.max_tokens:
-                break
-            e = self.model.embed(torch.tensor([[token]], device=self.device))
-            mask = torch.ones(1, n + k + 1, dtype=torch.long, device=self.device)
-            h, cache = self.model.decoder(e, mask, steps[:, k:k + 1][:, None, :], cache, True)
-        return GeneratedText(text, tuple(ids), finish)
+            mask = torch.cat([mask, torch.ones(len(requests), 1, dtype=mask.dtype, device=self.device)], dim=1)
+            h, cache = self.model.decoder(self.model.embed(tokens[:, None]), mask, cont[:, :, k:k + 1], cache, True)
+        return [GeneratedText(t, tuple(i), f) for t, i, f in zip(texts, ids, finish)]
