@@ -267,3 +267,50 @@ def test_suite_runner_reads_and_writes_video_bench_layouts(videobench_bundle, cl
                                                                                    "alpha": 4.0}
     assert (out / "leaderboard.md").read_text().startswith("| generator |") and "alpha" in r.output
     assert groups == 2 * 5 + 1 + 2 + 1  # color chains, one temporal call, aesthetic for 2 then 1 video
+
+
+PROTO_CLIENT = r'''
+import json, sys
+import grpc
+import judge_pb2, judge_pb2_grpc
+target, paths = sys.argv[1], sys.argv[2:]
+with grpc.insecure_channel(target) as ch:
+    stub = judge_pb2_grpc.JudgeStub(ch)
+    names = [d.name for m in stub.ListModels(judge_pb2.ListModelsRequest()).models for d in m.dimensions]
+    req = judge_pb2.ScoreGroupRequest(prompt="a red ball rolls across a wooden table",
+        dimensions=["color", "aesthetic_quality", "temporal_consistency", "color.fast"],
+        videos=[judge_pb2.GroupVideo(id=f"v{i}", generator=f"gen{i}", video=judge_pb2.Video(data=open(p, "rb").read()))
+                for i, p in enumerate(paths)])
+    resp = stub.ScoreGroup(req, timeout=300)
+assert not any(m.startswith("vidjudge") for m in sys.modules), "the client imported vidjudge"
+print(json.dumps({"names": names, "results": [
+    {"id": r.id, "scores": {d.dimension: [d.head, d.score, d.rationale[:40]] for d in r.response.results}}
+    for r in resp.results]}))
+'''
+
+
+def test_a_client_from_the_proto_alone_lists_the_nine_and_scores_a_group(videobench_bundle, clips, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proto = Path(__file__).resolve().parents[2] / "proto" / "vidjudge" / "v1" / "judge.proto"
+    (tmp_path / "judge.proto").write_text(proto.read_text())
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(tmp_path), f"--python_out={tmp_path}",
+                    f"--grpc_python_out={tmp_path}", str(tmp_path / "judge.proto")], check=True)
+    (tmp_path / "client.py").write_text(PROTO_CLIENT)
+    with scripted_server(videobench_bundle, clips[0][2].parent) as s:
+        out = subprocess.run([sys.executable, "client.py", s.thread.address, *(str(p) for _, _, p in clips[:2])],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, VIDJUDGE_TORCHVISION_STUB="0"))
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    nine = ["color", "object_class", "scene", "action", "overall_consistency", "aesthetic_quality",
+            "imaging_quality", "temporal_consistency", "motion_effects"]
+    assert got["names"] == nine + [f"{n}.fast" for n in nine]
+    for r in got["results"]:
+        assert r["scores"]["color"][:2] == ["chain", 2.0] and r["scores"]["aesthetic_quality"][:2] == ["chain", 4.0]
+        assert r["scores"]["temporal_consistency"][0] == "group_chain" and r["scores"]["color.fast"][0] == "level_token"
+    assert [r["scores"]["temporal_consistency"][1] for r in got["results"]] == [1.0, 2.0]
