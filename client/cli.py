@@ -36,6 +36,9 @@ def setup_logging(level: str = "INFO") -> None:
     # Library chatter (weight-loading progress bars, exporter notes) is not ours to print.
     for noisy in ("torch.onnx", "onnxscript", "transformers"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The ONNX exporter warns about every torchvision op it cannot register when torchvision is absent
+    # (the demo's venv): nothing vidjudge exports uses them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 
