@@ -90,6 +90,11 @@ class ModelRunner:
             for name, e in encoders.items()
         }
 
+    def encoders_for(self, dims) -> tuple[str, ...]:
+        """The encoders a request for `dims` runs, in this runner's order (a stable key for shared work)."""
+        wanted = set(self.family.encoders_for(dims))
+        return tuple(n for n in self.encode_workers if n in wanted)
+
     def _encode_batch(self, encoder, items: list[np.ndarray]) -> list[Any]:
         out = encoder.encode(np.stack(items))
         return [_as_dtype(out[i], self.llm.dtype) for i in range(len(items))]
@@ -215,10 +220,12 @@ class Pipeline:
 
         # 1-3. Decode, preprocess, encode: shared with concurrent requests for the same content. This
         #      request waits with its own deadline; the work stops only when no request waits for it.
+        #      Only the encoders these dimensions use run (a family may have one per fine-tune).
         big = source.data is not None and len(source.data) > (1 << 20)
+        encoders = runner.encoders_for(dims)
         key = (runner.bundle.name, await asyncio.get_running_loop().run_in_executor(self._cpu, content_key, source)
-               if big else content_key(source))
-        visual = await self._shared.run(key, lambda progress: self._visual(runner, source, progress),
+               if big else content_key(source), encoders)
+        visual = await self._shared.run(key, lambda progress: self._visual(runner, source, progress, encoders),
                                         lambda work, progress: _wait(work, req.deadline, progress))
         timings = dataclasses.replace(visual.timings)
 
@@ -236,7 +243,7 @@ class Pipeline:
         self.metrics.request_seconds.observe(timings.total_s)
         return ScoreResult(runner.bundle.name, list(scores), timings, visual.info)
 
-    async def _visual(self, runner: ModelRunner, source, progress: Progress) -> "_Visual":
+    async def _visual(self, runner: ModelRunner, source, progress: Progress, names: tuple[str, ...]) -> "_Visual":
         """Decode, preprocess and encode one video (no deadline of its own: its waiters have theirs, and it
         is cancelled when none is left, which drops its queued decode and batch items)."""
         timings = StageTimings()
@@ -256,10 +263,9 @@ class Pipeline:
         pre = await asyncio.get_running_loop().run_in_executor(self._cpu, family.preprocess, decoded)
         timings.preprocess_s = time.perf_counter() - t
 
-        # 3. Encode with each of the family's encoders, batched with other requests' videos.
+        # 3. Encode with each encoder the dimensions need, batched with other requests' videos.
         progress.stage = "encode"
         t = time.perf_counter()
-        names = list(runner.encode_workers)
         outs = await asyncio.gather(*(_wait(runner.encode_workers[n].submit(pre.inputs[n]), None, "encode")
                                       for n in names))
         encoded = family.encoded(pre, dict(zip(names, outs)))
@@ -271,8 +277,8 @@ class Pipeline:
         head = runner.bundle.heads[dim.name]
         question = dim.render_question(req.prompt, dict(req.inputs.get(dim.name, {})))
         for attempt in range(2):
-            request = LlmRequest(runner.family.prompt(question, dim.answer_prefix, encoded), head.operation(),
-                                 dim.adapter)
+            request = LlmRequest(runner.family.prompt(question, dim.answer_prefix, encoded, adapter=dim.adapter),
+                                 head.operation(), dim.adapter)
             output = await runner.llm.run(request, deadline=req.deadline, request_id=f"{request_id}-{attempt}")
             retry = head.retry(question, output) if attempt == 0 else None
             if retry is None:
