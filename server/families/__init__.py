@@ -9,6 +9,7 @@ import importlib
 
 FAMILIES = {
     "qwen2_5_vl": "vidjudge.server.families.qwen2_5_vl:Qwen25VLFamily",
+    "love": "vidjudge.server.families.love:LoveFamily",
 }
 
 
