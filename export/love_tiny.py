@@ -64,6 +64,14 @@ QUESTIONS = {
                        "The correspondence of the video and its prompt is good."),
 }
 SP_VOCAB = 1000
+ANSWER_WORDS = ("Yes", "No")  # LOVE-QA's answers (casing INFERRED); single pieces of the tiny vocabulary
+# A random LM head rarely makes "Yes" or "No" the argmax of a position, which would leave the reference's
+# argmax-based QA answer undefined on the tiny model. The answer is read after "assistant\n": the "\n"
+# embedding is enlarged so that it dominates the final hidden state there, and the Yes/No output rows share
+# a component along it (both logits high, so one of them is the argmax) plus opposite random parts (so
+# P(Yes) varies between videos instead of saturating).
+NEWLINE_EMBED_SCALE = 3.0
+ANSWER_COMMON = 0.8
 LORA_RANK = 16
 
 VISION = dict(hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=64, patch_size=14,
@@ -119,6 +127,9 @@ def build_tokenizer_files(out_dir: Path, vocab_size: int = SP_VOCAB) -> dict[str
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     n = sp.get_piece_size()
     ids = {"<unk>": 0, "<s>": 1, "</s>": 2, **{t: sp.piece_to_id(t) for t in CHAT_TOKENS}}
+    answers = {w: sp.piece_to_id(w) for w in ANSWER_WORDS + ("\n",)}
+    if any(i == sp.unk_id() for i in answers.values()):
+        raise AssertionError(f"answer words are not single pieces: {answers}")
     added = {t: n + i for i, t in enumerate(INTERNVL_TOKENS)}
 
     def entry(token: str) -> dict:
@@ -139,7 +150,7 @@ def build_tokenizer_files(out_dir: Path, vocab_size: int = SP_VOCAB) -> dict[str
         {"additional_special_tokens": list(CHAT_TOKENS), "bos_token": "<s>", "eos_token": "</s>",
          "pad_token": "</s>", "unk_token": "<unk>"}, indent=2) + "\n")
     (out_dir / "tokenization_internlm3.py").write_text(CODE)
-    return {**ids, **added}
+    return {**ids, **added, **answers}
 
 
 # --------------------------------------------------------------------------- weights
@@ -328,6 +339,14 @@ def build_love_checkpoints(root: Path, seed: int = 0) -> dict[str, Path]:
     base = _Draw(np.random.default_rng(seed))
     _vision_base(base, VISION)
     _llm_base(base, LLM, vocab)
+    p = "language_model.base_model.model."
+    emb, head = base.out[p + "model.tok_embeddings.weight"], base.out[p + "output.weight"]
+    nl = emb[ids["\n"]] * NEWLINE_EMBED_SCALE
+    emb[ids["\n"]] = nl
+    c = base.out[p + "model.norm.weight"] * nl / np.sqrt(np.mean(nl ** 2))
+    c = c / np.linalg.norm(c)
+    u = base.rng.standard_normal(c.shape).astype(np.float32) / np.sqrt(c.size)
+    head[ids["Yes"]], head[ids["No"]] = ANSWER_COMMON * c + u, ANSWER_COMMON * c - u
     swin_features = SWIN["embed_dim"] * 2 ** (len(SWIN["depths"]) - 1)
     for k, skill in enumerate(SKILLS):
         out = root / FOLDERS[skill]

@@ -62,7 +62,8 @@ class InternLM3Tokenizer(PreTrainedTokenizer):
         return self.sp_model.piece_to_id(token)
 
     def _convert_id_to_token(self, index):
-        return self.sp_model.id_to_piece(index)
+        # Ids past the SentencePiece vocabulary (the embedding is padded past the tokenizer) decode to "".
+        return self.sp_model.id_to_piece(index) if 0 <= index < self.sp_model.get_piece_size() else ""
 
     def convert_tokens_to_string(self, tokens):
         out, current = "", []

@@ -106,7 +106,6 @@ class SwinConfig:
     window_size: tuple[int, int, int] = (8, 7, 7)
     mlp_ratio: float = 4.0
     frag_biases: tuple[bool, ...] = (True, True, True, False)
-    fragments: tuple[int, int, int] = (1, 7, 7)  # the fragment grid the position biases know (time, rows, cols)
     clip: tuple[int, int, int] = (32, 224, 224)  # frames, height, width of one clip
     layer_norm_eps: float = 1e-5
 
@@ -166,7 +165,8 @@ class _SwinBlock(nn.Module):
         self.register_buffer("rpi", torch.from_numpy(rpi[:wd, :wh, :ww, :wd, :wh, :ww].reshape(-1)), persistent=False)
         n = wd * wh * ww
         self.n = n
-        cells = fragment_cells(size, window, shift, cfg.fragments)  # (nW, N, 3)
+        # The reference's fragment grid for these biases is (1, window rows, window cols) of the block.
+        cells = fragment_cells(size, window, shift, (1, wh, ww))  # (nW, N, 3)
         self.num_windows = cells.shape[0]
         # Fragment cells of the tokens; the gate (nW x N x N) is computed from them in the forward, so that
         # the exported graph holds nW x N x 3 numbers instead of nW x N x N.
