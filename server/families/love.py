@@ -266,8 +266,9 @@ class LoveFamily(Family):
     # -- prompt ----------------------------------------------------------------------------------------
     def _prompt_runs(self, question: str, answer_prefix: str) -> tuple[tuple[int, ...], ...]:
         tail = self.template.split(QUESTION_FIELD, 1)[1]
-        # str.replace, not str.format: questions and prompts may contain braces.
-        tail = question + tail.replace(ANSWER_FIELD, answer_prefix)
+        # The reference strips the user message, which ends with the question (str.strip: trailing
+        # whitespace of a prompt or QA question is dropped). str.replace, not str.format: braces are text.
+        tail = question.rstrip() + tail.replace(ANSWER_FIELD, answer_prefix)
         runs = list(self._head_runs)
         runs[-1] = runs[-1] + tail
         ids = [tuple(self.tokenizer.encode(r)) for r in runs]

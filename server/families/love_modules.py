@@ -66,10 +66,10 @@ def window_tokens(grid: np.ndarray, window: tuple[int, int, int]) -> np.ndarray:
     return g.reshape((d // wd) * (h // wh) * (w // ww), wd * wh * ww, *rest)
 
 
-def shift_mask(size: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int]) -> np.ndarray:
-    """(num_windows, N, N) additive mask of a shifted block: 0 within a region, -100 across regions.
-    Regions are labelled as the reference does: for each axis the slices [:-w], [-w:-s], [-s:], later
-    labels overwriting earlier ones (so a zero shift makes the whole axis one region)."""
+def shift_regions(size: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int]) -> np.ndarray:
+    """(num_windows, N) region label of each token of a shifted block; attention across regions is masked
+    with -100. Regions are labelled as the reference does: for each axis the slices [:-w], [-w:-s], [-s:],
+    later labels overwriting earlier ones (so a zero shift makes the whole axis one region)."""
     label = np.zeros(size, np.float32)
     cnt = 0
     def slices(w, s):
@@ -79,7 +79,12 @@ def shift_mask(size: tuple[int, int, int], window: tuple[int, int, int], shift: 
             for sw in slices(window[2], shift[2]):
                 label[sd, sh, sw] = cnt
                 cnt += 1
-    win = window_tokens(label, window)
+    return window_tokens(label, window)
+
+
+def shift_mask(size: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int]) -> np.ndarray:
+    """(num_windows, N, N) additive mask of a shifted block: 0 within a region, -100 across regions."""
+    win = shift_regions(size, window, shift)
     diff = win[:, None, :] - win[:, :, None]
     return np.where(diff != 0, np.float32(-100.0), np.float32(0.0)).astype(np.float32)
 
@@ -172,7 +177,8 @@ class _SwinBlock(nn.Module):
         # the exported graph holds nW x N x 3 numbers instead of nW x N x N.
         self.register_buffer("cells", torch.from_numpy(cells.astype(np.float32)) if frag_bias else None,
                              persistent=False)
-        self.register_buffer("mask", torch.from_numpy(shift_mask(size, window, shift))[None, :, None]
+        # Region labels (nW x N) rather than the mask itself (nW x N x N): the graph stays small.
+        self.register_buffer("regions", torch.from_numpy(shift_regions(size, window, shift))
                              if any(shift) else None, persistent=False)
 
     def _bias(self) -> torch.Tensor:
@@ -187,7 +193,10 @@ class _SwinBlock(nn.Module):
 
     def _compute_bias(self) -> torch.Tensor:
         bias = self._position_bias()
-        return bias if self.mask is None else bias + self.mask[0]
+        if self.regions is None:
+            return bias
+        mask = (self.regions[:, None, :] != self.regions[:, :, None]).to(bias.dtype) * -100.0  # (nW, N, N)
+        return bias + mask[:, None]
 
     def _position_bias(self) -> torch.Tensor:
         rel = self.rel_table[self.rpi].reshape(self.n, self.n, self.heads).permute(2, 0, 1)  # (H, N, N)
