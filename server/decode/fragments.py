@@ -148,7 +148,10 @@ class Fragments:
         h, w = rgb.shape[:2]
         f, s = self.fragments, self.size
         if h < s or w < s:
-            raise ValueError(f"frames of {w}x{h} are too small for {s}-pixel fragments")
+            from vidjudge.errors import InvalidVideo
+
+            raise InvalidVideo(f"frames of {w}x{h} are too small for {s}-pixel fragments (the motion view needs "
+                               f"at least {s} pixels on each side)", reason="too_small")
         rnd_h, rnd_w = fragment_offsets(h, w, f, s, self.clips, self.offsets)
         clip = min(k // self.clip_len, self.clips - 1)
         src = upsample_small(rgb, f * s)

@@ -68,5 +68,7 @@ def test_offset_rules():
 
 
 def test_fragments_refuse_frames_smaller_than_a_crop():
-    with pytest.raises(ValueError, match="too small"):
+    from vidjudge.errors import InvalidVideo
+
+    with pytest.raises(InvalidVideo, match="too small"):
         Fragments()(np.zeros((20, 300, 3), np.uint8), 0)
