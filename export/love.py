@@ -139,8 +139,6 @@ def _lora_scaling(rank: int) -> float:
 
 def merge_lora(sub: dict, rank: int) -> dict:
     """Weights with every PEFT LoRA merged: W = base + (alpha / r) B A, float32; other tensors as they are."""
-    import torch
-
     out, scale = {}, _lora_scaling(rank) if rank else 0.0
     for key, value in sub.items():
         if ".lora_A." in key or ".lora_B." in key:
@@ -280,7 +278,6 @@ def check_prompts(family, dims: dict, reference_tokenizer=None) -> None:
       tokens (level word, '.', <|im_end|>): the reference's index -4 is the served last token;
     - with the checkpoint's own tokenizer (`reference_tokenizer`, a transformers slow tokenizer), every
       prompt's ids must equal what it produces for the reference's text."""
-    ctx = family.config.context_token
     for skill, answer in REFERENCE_ANSWERS.items():
         dim = next(d for d in dims.values() if d.adapter == skill and d.head == "regression")
         question = dim.render_question("a cat plays the piano", {})
@@ -295,7 +292,6 @@ def check_prompts(family, dims: dict, reference_tokenizer=None) -> None:
             if list(ref) != list(full):
                 raise ExportError(f"{dim.name}: our tokenizer and the checkpoint's disagree on the prompt "
                                   f"(first difference at {next(i for i, (a, b) in enumerate(zip(ref, full)) if a != b)})")
-    del ctx
 
 
 def _reference_text(family, question: str, answer: str) -> str:
@@ -435,7 +431,7 @@ def export_love(perception: Path, correspondence: Path, qa: Path, temporal: Path
         if not rank or not tensors:
             raise ExportError(f"{s.folder}: no LLM LoRA (use_llm_lora {rank}); each skill needs its adapter")
         adir = out / "adapters" / s.name
-        _write_peft(adir, tensors, rank)
+        write_peft(adir, tensors, rank)
         adapters[s.name] = {"path": f"adapters/{s.name}", "rank": rank}
 
     # 4. Heads: mlpscore of the MOS skills.
@@ -450,18 +446,29 @@ def export_love(perception: Path, correspondence: Path, qa: Path, temporal: Path
         heads[s] = {"kind": "mlp", "file": f"heads/{s}.safetensors", "activation": "relu", "final_activation": True}
 
     # 5. Dimensions, family settings, manifest (last: a bundle without one is never half-valid).
-    from vidjudge.server.families.love import LoveFamily, SentencePieceTokenizer
-
-    dims = parse_dimensions(_dimensions_text(), SentencePieceTokenizer(llm_dir).encode, source="LOVE dimensions")
-    (out / "dimensions.toml").write_text(render_dimensions(list(dims.values())))
     family_config = dict(
         skills={s: {"vision": f"vision.{s}", "motion_row": motion_row[s]} for s in SKILLS},
         vision=dataclasses.asdict(c), swin=dataclasses.asdict(scfg), bf16_attention=True,
         tokens_per_frame=c.tokens_per_image, num_frames=frames, clips=clips)
+    return finish_bundle(out, name=name, source=", ".join(str(p.resolve()) for p in (*folders.values(), temporal)),
+                         encoders=encoders, adapters=adapters, heads=heads, family_config=family_config,
+                         image_size=c.image_size, fragment_offsets=fragment_offsets,
+                         reference_tokenizer=_reference_tokenizer(src) if check_tokenizer else None)
+
+
+def finish_bundle(out: Path, *, name: str, source: str, encoders: dict, adapters: dict, heads: dict,
+                  family_config: dict, image_size: int = 448, fragment_offsets: str = "middle",
+                  clip_len: int = 32, fragments: int = 7, fsize: int = 32, reference_tokenizer=None) -> Path:
+    """Write dimensions.toml and the manifest of a LOVE bundle whose encoders, llm/, adapters and heads are in
+    place; the prompts are checked (check_prompts) before the manifest is written."""
+    from vidjudge.server.families.love import LoveFamily, SentencePieceTokenizer
+
+    frames, clips = family_config["num_frames"], family_config["clips"]
+    dims = parse_dimensions(_dimensions_text(), SentencePieceTokenizer(out / "llm").encode, source="LOVE dimensions")
+    (out / "dimensions.toml").write_text(render_dimensions(list(dims.values())))
     manifest = Manifest(
-        format_version=FORMAT_VERSION, name=name, family="love", vidjudge_version=__version__,
-        source=", ".join(str(p.resolve()) for p in (*folders.values(), temporal)),
-        views={"frames": dict(sampler="uniform_indices", num_frames=frames, height=c.image_size, width=c.image_size,
+        format_version=FORMAT_VERSION, name=name, family="love", vidjudge_version=__version__, source=source,
+        views={"frames": dict(sampler="uniform_indices", num_frames=frames, height=image_size, width=image_size,
                               resize="bicubic"),
                "motion": dict(sampler="love_clips", num_frames=clips * clip_len, height=fragments * fsize,
                               width=fragments * fsize, resize="none",
@@ -473,8 +480,7 @@ def export_love(perception: Path, correspondence: Path, qa: Path, temporal: Path
         checksums=checksum_tree(out, [d for d in CHECKED_DIRS if (out / d).is_dir()]),
     )
     family = LoveFamily(out, manifest)
-    ref_tok = _reference_tokenizer(src) if check_tokenizer else None
-    check_prompts(family, dims, ref_tok)
+    check_prompts(family, dims, reference_tokenizer)
     (out / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return out
 
@@ -486,7 +492,8 @@ def _dimensions_text() -> str:
                      for d in DIMENSIONS)
 
 
-def _write_peft(adir: Path, tensors: dict, rank: int) -> None:
+def write_peft(adir: Path, tensors: dict, rank: int) -> None:
+    """A PEFT LoRA directory on the Llama module names (alpha = 2 r, as LOVE's training used)."""
     from safetensors.torch import save_file
 
     adir.mkdir(parents=True)

@@ -33,8 +33,6 @@ class LoveVllm(VllmAdapter):
 
     def _table(self, dtype):
         """The input embedding table (vocab, hidden) on the CPU in `dtype`, read once from the checkpoint."""
-        import torch
-
         with self._lock:
             table = self._tables.get(dtype)
             if table is None:
