@@ -306,12 +306,21 @@ def _reference_text(family, question: str, answer: str) -> str:
 # --------------------------------------------------------------------------- the converter
 
 
+def _digest(t) -> str:
+    import hashlib
+
+    import torch
+
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
 def export_love(perception: Path, correspondence: Path, qa: Path, temporal: Path, out: Path, *,
                 name: str = "love", overwrite: bool = False, fragment_offsets: str = "middle",
                 check_tokenizer: bool = False, onnx: bool = True) -> Path:
     """Convert the three released skill folders and temporal.pth into one bundle at `out`.
     check_tokenizer: also load each checkpoint's own tokenizer (its remote code, trust_remote_code) and
-    compare prompt token ids with ours. onnx=False skips the ONNX exports (torch encoder backend only)."""
+    compare prompt token ids with ours. onnx=False skips the ONNX exports (torch encoder backend only).
+    The skills are read one at a time (peak memory: one checkpoint's state dict, ~19 GB for LOVE)."""
     import torch
     from safetensors.torch import save_file
 
@@ -323,80 +332,118 @@ def export_love(perception: Path, correspondence: Path, qa: Path, temporal: Path
     temporal = Path(temporal)
     if not temporal.is_file():
         raise ExportError(f"{temporal}: temporal.pth not found (LOVE-pretrain's motion branch)")
+    for skill, folder in folders.items():
+        if not (folder / "config.json").is_file():
+            raise ExportError(f"{folder}: no config.json (is this the LOVE-{skill} checkpoint folder?)")
     if out.exists():
         if not overwrite:
             raise ExportError(f"{out} exists; pass --overwrite to replace it")
         shutil.rmtree(out)
-    skills = {s: read_skill(s, f) for s, f in folders.items()}
-    for s in skills.values():
-        log.info("%s: %d tensors, %d LoRA tensors from lora_weights.pth", s.folder, len(s.state), s.overlaid)
-    base_cfg = skills["perception"].config
-    llm_cfg = base_cfg["llm_config"]
-    vcfg = VisionConfig.from_internvl(base_cfg)
-    for s in skills.values():
-        if s.config["llm_config"] != llm_cfg or VisionConfig.from_internvl(s.config) != vcfg:
-            raise ExportError(f"{s.folder}: its vision or LLM config differs from {skills['perception'].folder}")
     (out / "encoder").mkdir(parents=True)
-
-    # 1. Vision: per skill, LoRA merged, + mlp1.
+    frames, clips, clip_len, fragments, fsize = 8, 4, 32, 7, 32
     encoders: dict[str, Any] = {}
-    c = VisionConfig(**{**dataclasses.asdict(vcfg)})
-    frames = 8
-    for s in skills.values():
+    adapters, heads, fast_rows, motion_row = {}, {}, [], {}
+    first_cfg = llm_cfg = c = swin_copy = base_digests = None
+    src = folders["perception"]
+    for skill, folder in folders.items():
+        s = read_skill(skill, folder)
+        log.info("%s: %d tensors, %d LoRA tensors from lora_weights.pth", folder, len(s.state), s.overlaid)
+        if first_cfg is None:
+            first_cfg, llm_cfg = s.config, s.config["llm_config"]
+            c = VisionConfig.from_internvl(s.config)
+        elif s.config["llm_config"] != llm_cfg or VisionConfig.from_internvl(s.config) != c:
+            raise ExportError(f"{folder}: its vision or LLM config differs from {src}")
+
+        # 1. Vision: the skill's LoRA merged, + its mlp1.
         vision = _strip(s.state, VISION_PREFIXES)
         if not vision:
-            raise ExportError(f"{s.folder}: no vision_model.* tensors")
+            raise ExportError(f"{folder}: no vision_model.* tensors")
         merged = merge_lora(vision, int(s.config.get("use_backbone_lora") or 0))
         merged.update({k: v for k, v in s.state.items() if k.startswith("mlp1.")})
         module = InternVisionEncoder(c)
         try:
             module.load_state_dict(vision_state_dict(merged, c), strict=True)
         except (KeyError, RuntimeError) as e:
-            raise ExportError(f"{s.folder}: vision weights do not fit the config: {e}") from None
-        enc = f"vision.{s.name}"
+            raise ExportError(f"{folder}: vision weights do not fit the config: {e}") from None
+        del vision, merged
+        enc = f"vision.{skill}"
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out / f"encoder/{enc}.safetensors"))
         if onnx:
             _export_onnx(module.eval(), torch.zeros(2, frames, 3, c.image_size, c.image_size), out / f"encoder/{enc}.onnx")
         encoders[enc] = dict(view="frames", onnx=f"encoder/{enc}.onnx", input_shape=(frames, 3, c.image_size, c.image_size),
                              output_shape=(frames * c.tokens_per_image, c.llm_hidden))
+        del module
 
-    # 2. Motion: the Swin3D the reference runs (the checkpoints' evaluator copy over temporal.pth), and the
-    #    distinct fast_mlps.
+        # 2. Motion: the skills must share the Swin3D (evaluator.*); fast_mlps are kept per distinct value.
+        copy = {k[len("evaluator."):]: v for k, v in s.state.items() if k.startswith("evaluator.fragments_backbone.")}
+        if swin_copy is None:
+            swin_copy = copy
+        elif copy.keys() != swin_copy.keys() or any(not torch.equal(copy[k], swin_copy[k]) for k in copy):
+            raise ExportError("the skills' Swin3D copies (evaluator.*) differ; the bundle shares one motion backbone")
+        mlp = {k: v for k, v in s.state.items() if k.startswith("fast_mlp.")}
+        for i, row in enumerate(fast_rows):
+            if mlp.keys() == row.keys() and all(torch.equal(mlp[k], row[k]) for k in mlp):
+                motion_row[skill] = i
+                break
+        else:
+            motion_row[skill] = len(fast_rows)
+            fast_rows.append(mlp)
+
+        # 3. LLM: the frozen base must be the same in every skill (written once, as Llama); a PEFT adapter each.
+        llm = _strip(s.state, LLM_PREFIXES)
+        digests = {k: _digest(v) for k, v in llm.items() if ".lora_" not in k}
+        if base_digests is None:
+            base_digests = digests
+            llm_dir = out / "llm"
+            llm_dir.mkdir()
+            _save_sharded(llama_state_dict(llm, llm_cfg), llm_dir)
+            (llm_dir / "config.json").write_text(json.dumps(llama_config(llm_cfg), indent=2) + "\n")
+            if (folder / "generation_config.json").is_file():
+                shutil.copy2(folder / "generation_config.json", llm_dir / "generation_config.json")
+            for f in TOKENIZER_FILES:  # never the tokenizer's Python code: the bundle runs none of the checkpoint's code
+                if (folder / f).is_file():
+                    shutil.copy2(folder / f, llm_dir / f)
+        elif digests != base_digests:
+            raise ExportError(f"the {skill} checkpoint's base LLM weights differ from perception's: the bundle serves "
+                              "one base with a LoRA adapter per skill")
+        rank = int(s.config.get("use_llm_lora") or 0)
+        tensors = peft_adapter(llm, llm_cfg)
+        if not rank or not tensors:
+            raise ExportError(f"{folder}: no LLM LoRA (use_llm_lora {rank}); each skill needs its adapter")
+        write_peft(out / "adapters" / skill, tensors, rank)
+        adapters[skill] = {"path": f"adapters/{skill}", "rank": rank}
+        del llm, tensors
+
+        # 4. Head: mlpscore of the MOS skills.
+        if skill in REFERENCE_ANSWERS:
+            mlp = {k[len("mlpscore."):]: v.float().contiguous() for k, v in s.state.items() if k.startswith("mlpscore.")}
+            if not mlp:
+                raise ExportError(f"{folder}: no mlpscore.* tensors")
+            (out / "heads").mkdir(exist_ok=True)
+            save_file(mlp, str(out / f"heads/{skill}.safetensors"))
+            heads[skill] = {"kind": "mlp", "file": f"heads/{skill}.safetensors", "activation": "relu",
+                            "final_activation": True}
+        del s
+
+    # 5. The motion encoder: the Swin3D the reference runs (the checkpoints' evaluator copy, loaded over
+    #    temporal.pth) and every distinct fast_mlp.
     pretrain = torch.load(temporal, map_location="cpu", weights_only=True)
     swin_sd = {k: v for k, v in pretrain.get("state_dict", pretrain).items() if k.startswith("fragments_backbone.")}
     if not swin_sd:
         raise ExportError(f"{temporal}: no state_dict fragments_backbone.* tensors")
-    copies = [{k[len("evaluator."):]: v for k, v in s.state.items() if k.startswith("evaluator.fragments_backbone.")}
-              for s in skills.values()]
-    for copy in copies[1:]:
-        if copy.keys() != copies[0].keys() or any(not torch.equal(copy[k], copies[0][k]) for k in copy):
-            raise ExportError("the skills' Swin3D copies (evaluator.*) differ; the bundle shares one motion backbone")
-    differs = [k for k, v in copies[0].items() if k in swin_sd and not torch.equal(v, swin_sd[k].to(v.dtype))]
+    differs = [k for k, v in swin_copy.items() if k in swin_sd and not torch.equal(v, swin_sd[k].to(v.dtype))]
     if differs:
         log.warning("%d Swin3D tensors of the checkpoints differ from temporal.pth; using the checkpoints' (what "
                     "the reference runs), e.g. %s", len(differs), differs[:3])
-    swin_sd = {**swin_sd, **copies[0]}
-    clip_len, fragments, fsize, clips = 32, 7, 32, 4
+    swin_sd = {**swin_sd, **swin_copy}
     scfg = SwinConfig.from_state_dict(swin_sd, clip=(clip_len, fragments * fsize, fragments * fsize))
     swin = Swin3D(scfg)
     swin.load_reference(swin_sd)
-    rows: list[dict] = []
-    motion_row = {}
-    for s in skills.values():
-        mlp = {k: v for k, v in s.state.items() if k.startswith("fast_mlp.")}
-        for i, r in enumerate(rows):
-            if mlp.keys() == r.keys() and all(torch.equal(mlp[k], r[k]) for k in mlp):
-                motion_row[s.name] = i
-                break
-        else:
-            motion_row[s.name] = len(rows)
-            rows.append(mlp)
-    hidden = c.llm_hidden
     projectors = []
-    for r in rows:
-        p = FastMlp(int(r["fast_mlp.0.weight"].shape[0]), hidden)
-        p.load_reference({k: v.float() for k, v in r.items()})
-        projectors.append(p)
+    for r in fast_rows:
+        proj = FastMlp(int(r["fast_mlp.0.weight"].shape[0]), c.llm_hidden)
+        proj.load_reference({k: v.float() for k, v in r.items()})
+        projectors.append(proj)
     motion = MotionEncoder(swin, projectors).eval()
     save_file({k: v.contiguous() for k, v in motion.state_dict().items()}, str(out / "encoder/motion.safetensors"))
     if onnx:
@@ -404,48 +451,9 @@ def export_love(perception: Path, correspondence: Path, qa: Path, temporal: Path
                      out / "encoder/motion.onnx")
     encoders["motion"] = dict(view="motion", onnx="encoder/motion.onnx",
                               input_shape=(clips, 3, clip_len, fragments * fsize, fragments * fsize),
-                              output_shape=(len(rows), clips, hidden))
+                              output_shape=(len(fast_rows), clips, c.llm_hidden))
 
-    # 3. LLM: the shared base as Llama, an adapter per skill, the tokenizer.
-    llms = {s.name: _strip(s.state, LLM_PREFIXES) for s in skills.values()}
-    base = {k: v for k, v in llms["perception"].items() if ".lora_" not in k}
-    for s, llm in llms.items():
-        other = {k: v for k, v in llm.items() if ".lora_" not in k}
-        if other.keys() != base.keys() or any(not torch.equal(other[k], base[k]) for k in base):
-            raise ExportError(f"the {s} checkpoint's base LLM weights differ from perception's: the bundle serves "
-                              "one base with a LoRA adapter per skill")
-    llm_dir = out / "llm"
-    llm_dir.mkdir()
-    _save_sharded(llama_state_dict(base, llm_cfg), llm_dir)
-    (llm_dir / "config.json").write_text(json.dumps(llama_config(llm_cfg), indent=2) + "\n")
-    src = skills["perception"].folder
-    if (src / "generation_config.json").is_file():
-        shutil.copy2(src / "generation_config.json", llm_dir / "generation_config.json")
-    for f in TOKENIZER_FILES:  # never the tokenizer's Python code: the bundle runs none of the checkpoint's code
-        if (src / f).is_file():
-            shutil.copy2(src / f, llm_dir / f)
-    adapters = {}
-    for s in skills.values():
-        rank = int(s.config.get("use_llm_lora") or 0)
-        tensors = peft_adapter(llms[s.name], llm_cfg)
-        if not rank or not tensors:
-            raise ExportError(f"{s.folder}: no LLM LoRA (use_llm_lora {rank}); each skill needs its adapter")
-        adir = out / "adapters" / s.name
-        write_peft(adir, tensors, rank)
-        adapters[s.name] = {"path": f"adapters/{s.name}", "rank": rank}
-
-    # 4. Heads: mlpscore of the MOS skills.
-    heads = {}
-    for s in ("perception", "correspondence"):
-        mlp = {k[len("mlpscore."):]: v.float().contiguous() for k, v in skills[s].state.items()
-               if k.startswith("mlpscore.")}
-        if not mlp:
-            raise ExportError(f"{skills[s].folder}: no mlpscore.* tensors")
-        (out / "heads").mkdir(exist_ok=True)
-        save_file(mlp, str(out / f"heads/{s}.safetensors"))
-        heads[s] = {"kind": "mlp", "file": f"heads/{s}.safetensors", "activation": "relu", "final_activation": True}
-
-    # 5. Dimensions, family settings, manifest (last: a bundle without one is never half-valid).
+    # 6. Dimensions, family settings, manifest (last: a bundle without one is never half-valid).
     family_config = dict(
         skills={s: {"vision": f"vision.{s}", "motion_row": motion_row[s]} for s in SKILLS},
         vision=dataclasses.asdict(c), swin=dataclasses.asdict(scfg), bf16_attention=True,
