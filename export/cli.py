@@ -59,6 +59,51 @@ def export_hf_cmd(checkpoint: Path = typer.Argument(..., help="Local Hugging Fac
     out.print(f"bundle written to {path}")
 
 
+@app.command("love")
+def export_love_cmd(
+        perception: Path = typer.Argument(..., help="LOVE-Perception folder as downloaded (config.json, safetensors, "
+                                                    "lora_weights.pth, tokenizer)."),
+        correspondence: Path = typer.Argument(..., help="LOVE-Correspondence folder."),
+        qa: Path = typer.Argument(..., help="LOVE-QA folder."),
+        temporal: Path = typer.Argument(..., help="temporal.pth from LOVE-pretrain (the Swin3D motion branch)."),
+        out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
+        name: str = typer.Option("love", help="Model name the server lists."),
+        fragment_offsets: str = typer.Option("middle", help="Crop offsets of the motion fragments: 'middle' (the "
+                                                            "middle of the reference's random range) or 'seeded:N'."),
+        check_tokenizer: bool = typer.Option(False, help="Also load each checkpoint's own tokenizer (runs its "
+                                                         "tokenization code) and compare prompt token ids."),
+        onnx: bool = typer.Option(True, help="Export the encoders to ONNX (off: torch encoder backend only)."),
+        overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
+    """Convert the released LOVE checkpoints (three skills + temporal.pth) into one bundle (no network)."""
+    try:
+        from vidjudge.export.hf import ExportError
+        from vidjudge.export.love import export_love
+    except ImportError as e:
+        need_server_extra(e)
+    setup_logging("INFO")
+    t = time.perf_counter()
+    try:
+        path = export_love(perception, correspondence, qa, temporal, out_dir, name=name, overwrite=overwrite,
+                           fragment_offsets=fragment_offsets, check_tokenizer=check_tokenizer, onnx=onnx)
+    except ExportError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2)
+    out.print(f"LOVE bundle written to {path} in {time.perf_counter() - t:.1f}s")
+
+
+@app.command("love-tiny")
+def export_love_tiny_cmd(out_dir: Path = typer.Argument(..., help="Folder for the three skill folders and "
+                                                                 "temporal.pth."),
+                         seed: int = typer.Option(0, help="Weight seed (same seed, same bytes).")):
+    """Tiny random LOVE checkpoints in the released on-disk format (for tests and demos; offline)."""
+    try:
+        from vidjudge.export.love_tiny import build_love_checkpoints
+    except ImportError as e:
+        need_server_extra(e)
+    for what, path in build_love_checkpoints(out_dir, seed=seed).items():
+        out.print(f"{what}: {path}")
+
+
 @app.command("trt")
 def export_trt_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (its encoder/*.onnx are compiled)."),
                    max_batch: int = typer.Option(32, help="Largest batch of videos the engine accepts."),

@@ -316,20 +316,27 @@ def export_vision_onnx(checkpoint_dir: Path | str, grid_thw: tuple[int, int, int
     Input `pixel_values` [batch, N, C*T*P*P] float32, output `embeds` [batch, N/merge^2, out_hidden].
     Uses the dynamo exporter (torch.export + onnxscript), then runs onnx.checker.
     """
+    enc = build_encoder(checkpoint_dir, grid_thw, patch_matmul=True)
+    example = torch.zeros(2, enc.num_patches, enc.in_dim, dtype=torch.float32)  # batch 2: avoid 0/1 specialisation
+    return export_module_onnx(enc, example, out_path, opset=opset)
+
+
+def export_module_onnx(module: nn.Module, example: torch.Tensor, out_path: Path | str, opset: int = 18) -> Path:
+    """Export `module` ([batch, ...] float32 `pixel_values` -> `embeds`) to ONNX with a dynamic batch axis
+    (dynamo exporter: torch.export + onnxscript), then run onnx.checker. `example` should have batch 2
+    (batch 1 would be specialised). Weights go to an external data file past 1 GiB."""
     import onnx
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    enc = build_encoder(checkpoint_dir, grid_thw, patch_matmul=True)
-    example = torch.zeros(2, enc.num_patches, enc.in_dim, dtype=torch.float32)  # batch 2: avoid 0/1 specialisation
     batch = torch.export.Dim("batch", min=1, max=4096)
-    params_bytes = sum(p.numel() * p.element_size() for p in enc.parameters())
+    params_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export internals (pytree LeafSpec)
         program = torch.onnx.export(
-            enc, (example,), dynamo=True, opset_version=opset,
+            module, (example,), dynamo=True, opset_version=opset,
             input_names=["pixel_values"], output_names=["embeds"],
-            dynamic_shapes={"pixel_values": {0: batch}},
+            dynamic_shapes=({0: batch},),
             optimize=True, verbose=False,
         )
     program.save(str(out_path), external_data=params_bytes > (1 << 30))

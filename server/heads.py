@@ -54,12 +54,14 @@ class Head(ABC):
         """Ask the dimension's question about the video once (twice when `retry` says so), read the answer."""
         d = self.dim
         question = judge.question(d)
-        output = await judge.ask(judge.family.prompt(question, d.answer_prefix, judge.video), self.operation(),
-                                 d.adapter)
+        # The adapter goes to the family too: its embeddings may depend on the fine-tune (LOVE's per-skill
+        # vision encoders), not only the LLM's weights.
+        output = await judge.ask(judge.family.prompt(question, d.answer_prefix, judge.video, d.adapter),
+                                 self.operation(), d.adapter)
         again = self.retry(question, output)
         if again is not None:
-            output = await judge.ask(judge.family.prompt(again, d.answer_prefix, judge.video), self.operation(),
-                                     d.adapter)
+            output = await judge.ask(judge.family.prompt(again, d.answer_prefix, judge.video, d.adapter),
+                                     self.operation(), d.adapter)
         return self.result(output)
 
     @abstractmethod

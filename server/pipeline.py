@@ -124,6 +124,11 @@ class ModelRunner:
             for name, e in encoders.items()
         }
 
+    def encoders_for(self, dims) -> tuple[str, ...]:
+        """The encoders a request for `dims` runs, in this runner's order (a stable key for shared work)."""
+        wanted = set(self.family.encoders_for(dims))
+        return tuple(n for n in self.encode_workers if n in wanted)
+
     def _encode_batch(self, encoder, items: list[np.ndarray]) -> list[Any]:
         out = encoder.encode(np.stack(items))
         return [_as_dtype(out[i], self.llm.dtype) for i in range(len(items))]
@@ -243,21 +248,23 @@ class Pipeline:
         self.metrics.videos.labels(result.model).inc()
         return result
 
-    async def _visual_of(self, runner: ModelRunner, data: bytes | None, path: str | None,
+    async def _visual_of(self, runner: ModelRunner, dims: list, data: bytes | None, path: str | None,
                          deadline: float | None) -> "_Visual":
         """Decode, preprocess, encode one video: shared with concurrent requests for the same content. The
-        caller waits with its own deadline; the work stops only when no request waits for it."""
+        caller waits with its own deadline; the work stops only when no request waits for it. Only the
+        encoders these dimensions use run (a family may have one per fine-tune), so they are in the key."""
         source = video_source(data, path, self._allowed, self._limits.max_bytes)
         _remaining(deadline)
         big = source.data is not None and len(source.data) > (1 << 20)
+        encoders = runner.encoders_for(dims)
         key = (runner.bundle.name, await asyncio.get_running_loop().run_in_executor(self._cpu, content_key, source)
-               if big else content_key(source))
-        return await self._shared.run(key, lambda progress: self._visual(runner, source, progress),
+               if big else content_key(source), encoders)
+        return await self._shared.run(key, lambda progress: self._visual(runner, source, progress, encoders),
                                       lambda work, progress: _wait(work, deadline, progress))
 
     async def _score(self, runner: ModelRunner, dims: list, req: ScoreRequestData, t0: float) -> ScoreResult:
         # 1-3. Decode, preprocess, encode.
-        visual = await self._visual_of(runner, req.data, req.path, req.deadline)
+        visual = await self._visual_of(runner, dims, req.data, req.path, req.deadline)
         timings = dataclasses.replace(visual.timings)
 
         # 4. One LLM operation per dimension (batched with other requests'), read by its head.
@@ -274,7 +281,7 @@ class Pipeline:
         self.metrics.request_seconds.observe(timings.total_s)
         return ScoreResult(runner.bundle.name, list(scores), timings, visual.info)
 
-    async def _visual(self, runner: ModelRunner, source, progress: Progress) -> "_Visual":
+    async def _visual(self, runner: ModelRunner, source, progress: Progress, names: tuple[str, ...]) -> "_Visual":
         """Decode, preprocess and encode one video (no deadline of its own: its waiters have theirs, and it
         is cancelled when none is left, which drops its queued decode and batch items)."""
         timings = StageTimings()
@@ -294,12 +301,13 @@ class Pipeline:
         pre = await asyncio.get_running_loop().run_in_executor(self._cpu, family.preprocess, decoded)
         timings.preprocess_s = time.perf_counter() - t
 
-        # 3. Encode with each of the family's encoders, batched with other requests' videos.
+        # 3. Encode with each encoder the dimensions need, batched with other requests' videos.
         progress.stage = "encode"
         t = time.perf_counter()
         outs = {}
-        for name, value in pre.inputs.items():
+        for name in names:
             # A list: several items for this encoder (e.g. one image per frame), each batched on its own.
+            value = pre.inputs[name]
             items = value if isinstance(value, list) else [value]
             got = await asyncio.gather(*(_wait(runner.encode_workers[name].submit(x), None, "encode") for x in items))
             outs[name] = got if isinstance(value, list) else got[0]
@@ -341,8 +349,8 @@ class Pipeline:
     async def _score_group(self, runner: ModelRunner, dims: list, req: GroupRequestData,
                            t0: float) -> list[GroupVideoResult]:
         # 1-3. Every video's decode + encode, side by side; failures stay with their video.
-        visuals = await asyncio.gather(*(self._visual_of(runner, v.data, v.path, req.deadline) for v in req.videos),
-                                       return_exceptions=True)
+        visuals = await asyncio.gather(*(self._visual_of(runner, dims, v.data, v.path, req.deadline)
+                                         for v in req.videos), return_exceptions=True)
         for v in visuals:
             if isinstance(v, BaseException) and not isinstance(v, VidjudgeError):
                 raise v  # deadlines, cancellation, bugs: the whole call

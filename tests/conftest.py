@@ -74,3 +74,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def love_checkpoints(tmp_path_factory) -> dict:
+    """Tiny LOVE checkpoints in the released on-disk format: {"perception": folder, ..., "temporal": file}."""
+    from vidjudge.export.love_tiny import build_love_checkpoints
+
+    return build_love_checkpoints(tmp_path_factory.mktemp("love-ckpt"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def love_bundle(tmp_path_factory, love_checkpoints) -> Path:
+    """`vidjudge export love` run on the tiny checkpoints (ONNX encoders, tokenizer checked against the
+    checkpoint's own slow tokenizer)."""
+    from vidjudge.export.love import export_love
+
+    c = love_checkpoints
+    return export_love(c["perception"], c["correspondence"], c["qa"], c["temporal"],
+                       tmp_path_factory.mktemp("love-bundle") / "love", check_tokenizer=True)

@@ -10,6 +10,7 @@ import importlib
 FAMILIES = {
     "qwen2_5_vl": "vidjudge.server.families.qwen2_5_vl:Qwen25VLFamily",
     "qwen2_5_vl_frames": "vidjudge.server.families.qwen2_5_vl_frames:Qwen25VLFramesFamily",
+    "love": "vidjudge.server.families.love:LoveFamily",
 }
 
 

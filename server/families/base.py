@@ -132,9 +132,17 @@ class Family(ABC):
     def encoded(self, pre: PreprocessedVideo, outputs: dict[str, np.ndarray]) -> EncodedVideo:
         """Embedding spans from each encoder's output for this video."""
 
+    def encoders_for(self, dimensions) -> tuple[str, ...]:
+        """The encoders a request for these dimensions needs (names of `encoders()`); default: all of them.
+        A family whose encoders differ per fine-tune (LOVE's per-skill vision towers) runs only the ones
+        the dimensions' adapters use."""
+        return tuple(spec.name for spec in self.encoders())
+
     @abstractmethod
-    def prompt(self, question: str, answer_prefix: str, video: EncodedVideo) -> LlmPrompt:
-        """The full prompt: the question about the video, the assistant's answer started with `answer_prefix`."""
+    def prompt(self, question: str, answer_prefix: str, video: EncodedVideo, adapter: str | None = None) -> LlmPrompt:
+        """The full prompt: the question about the video, the assistant's answer started with `answer_prefix`.
+        `adapter`: the dimension's LoRA adapter (None: the base model), for families whose embeddings
+        depend on it."""
 
     def chat(self, turn: Turn) -> LlmPrompt:
         """A chat turn laid out (system message, text and frames of any videos, the answer's start): what

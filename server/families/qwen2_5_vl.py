@@ -161,7 +161,7 @@ class Qwen25VLFamily(Family):
         before, after = text.split(self.config.video_token, 1)
         return tuple(self.tokenizer.encode(before)), tuple(self.tokenizer.encode(after))
 
-    def prompt(self, question: str, answer_prefix: str, video: EncodedVideo) -> LlmPrompt:
+    def prompt(self, question: str, answer_prefix: str, video: EncodedVideo, adapter: str | None = None) -> LlmPrompt:
         prefix, suffix = self.prompt_ids(question, answer_prefix)
         return LlmPrompt((prefix, video.spans[SPAN], suffix))
 

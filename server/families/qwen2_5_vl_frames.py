@@ -139,7 +139,7 @@ class Qwen25VLFramesFamily(Family):
             parts.append(tuple(run))
         return LlmPrompt(tuple(parts))
 
-    def prompt(self, question: str, answer_prefix: str, video: EncodedVideo) -> LlmPrompt:
+    def prompt(self, question: str, answer_prefix: str, video: EncodedVideo, adapter: str | None = None) -> LlmPrompt:
         return self.chat(Turn((Frames(video), question), answer_prefix))
 
     def max_prompt_tokens(self, questions: list[tuple[str, str]], extra_text_chars: int) -> int:

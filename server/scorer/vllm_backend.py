@@ -209,8 +209,8 @@ class VllmLlm(LlmBackend):
             enable_prefix_caching=c.enable_prefix_caching,
             disable_log_stats=True,  # no periodic log lines / Prometheus globals; our recorder still gets stats
             seed=0,
-            **self.adapter.engine_kwargs(),
         )
+        kwargs.update(self.adapter.engine_kwargs())  # the family's say wins (e.g. prompt embeddings, no tokenizer)
         if kind == "pooling":
             from vllm.config import PoolerConfig
 
@@ -317,7 +317,8 @@ class VllmLlm(LlmBackend):
             raise Unavailable(f"the vLLM engine died: {e}", reason="engine_dead") from None
         if final is None:
             raise InternalError("the vLLM engine returned nothing", reason="llm_no_output")
-        if len(final.prompt_token_ids) != request.prompt.num_tokens:
+        # Prompts given as embeddings come back without token ids; their length is checked by vLLM itself.
+        if final.prompt_token_ids is not None and len(final.prompt_token_ids) != request.prompt.num_tokens:
             raise InternalError(f"vLLM expanded the prompt to {len(final.prompt_token_ids)} tokens, expected "
                                 f"{request.prompt.num_tokens} (placeholders not expanded to the embeddings?)",
                                 reason="llm_prompt_mismatch")
