@@ -99,20 +99,27 @@ class Batcher(Generic[P]):
                 it.future.set_exception(exc)
 
 
-def resolve(batch: Sequence[WorkItem[Any]], fn: Callable[[list[Any]], Sequence[Any]]) -> None:
-    """Run the backend on one batch and settle every item's future (results in order)."""
+def resolve(batch: Sequence[WorkItem[Any]], fn: Callable[[list[Any]], Sequence[Any]],
+            observe: Callable[[int, float], None] | None = None) -> None:
+    """Run the backend on one batch and settle every item's future (results in order). `observe(size,
+    seconds)` runs before any future is settled, so whoever sees a result also sees it counted."""
+    t0 = time.perf_counter()
+    results: Sequence[Any] | None = None
+    error: VidjudgeError | None = None
     try:
         results = fn([it.payload for it in batch])
         if len(results) != len(batch):
             raise InternalError(f"backend returned {len(results)} results for {len(batch)} items")
     except VidjudgeError as e:
-        for it in batch:
-            it.future.set_exception(e)
-        return
+        error = e
     except Exception as e:  # a backend bug must not kill the worker thread
         log.exception("batch backend failed")
+        error = InternalError(f"{type(e).__name__}: {e}")
+    if observe:
+        observe(len(batch), time.perf_counter() - t0)
+    if error is not None:
         for it in batch:
-            it.future.set_exception(InternalError(f"{type(e).__name__}: {e}"))
+            it.future.set_exception(error)
         return
     for it, r in zip(batch, results):
         it.future.set_result(r)
@@ -155,10 +162,7 @@ class BatchWorker(Generic[P]):
                     self._cv.wait(timeout=wait)  # None: until notified
                 batch = self.batcher.take(time.monotonic())
             if batch:
-                t0 = time.perf_counter()
-                resolve(batch, self._fn)
-                if self._observe:
-                    self._observe(len(batch), time.perf_counter() - t0)
+                resolve(batch, self._fn, self._observe)
 
     def close(self, exc: BaseException | None = None) -> None:
         with self._cv:

@@ -96,8 +96,10 @@ def test_against_two_servers_with_backoff_on_resource_exhausted(in_process, case
     # The tight server refused calls; each was sent again (elsewhere or later), none was lost or failed.
     assert refused and refused >= 1 and s["retries"] >= refused
     assert s["left_for_next_run"] == 0
-    scored_by = {r["scored_by"] for r in rows if r["status"] == "OK"}
-    assert scored_by == {a.address, b.address}  # the load was spread
+    # The load was spread: both servers answered calls. (Not "both scored OK rows": on busy cores the tight
+    # server may only have taken one video between refusals, and that one may be a broken file.)
+    assert {a.address, b.address} <= {r["scored_by"] for r in rows}
+    assert a.address in {r["scored_by"] for r in rows if r["status"] == "OK"}
     assert {r["mode"] for r in rows} == {"server"}
 
 
