@@ -18,7 +18,7 @@ from typing import Any
 
 from vidjudge import __version__
 from vidjudge.server.bundle import FORMAT_VERSION, MANIFEST, Manifest, checksum_tree
-from vidjudge.server.dimensions import builtin_dimensions_text, parse_dimensions, render_dimensions
+from vidjudge.server.dimensions import BUILTIN, dimensions_text, parse_dimensions, render_dimensions
 from vidjudge.server.families.qwen2_5_vl import ANSWER_FIELD, ENCODER, QUESTION_FIELD, VIEW, HfJsonTokenizer
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,10 @@ def preprocessor_stats(checkpoint: Path) -> tuple[tuple[float, ...], tuple[float
 
 def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int = 448, width: int = 448,
               name: str | None = None, overwrite: bool = False, extra_dimensions: list[dict[str, Any]] = (),
-              heads: dict[str, Any] | None = None, adapters: dict[str, Path] | None = None) -> Path:
-    """extra_dimensions: dimension tables beyond the built-in ones; heads: name -> (safetensors path to copy
+              heads: dict[str, Any] | None = None, adapters: dict[str, Path] | None = None,
+              builtin_dimensions: bool = True) -> Path:
+    """extra_dimensions: dimension tables beyond the built-in ones (builtin_dimensions=False: instead of them,
+    for a judge trained on fewer dimensions); heads: name -> (safetensors path to copy
     into heads/, bundle.HeadRecord fields) for regression dimensions; adapters: name -> a LoRA adapter
     directory in PEFT format (adapter_config.json + adapter_model.safetensors), copied into adapters/."""
     from vidjudge.export.vision import export_vision_onnx
@@ -135,7 +137,8 @@ def export_hf(checkpoint: Path, out: Path, *, num_frames: int = 8, height: int =
 
     mean, std = preprocessor_stats(checkpoint)
     video_token = "<|video_pad|>"
-    dims = parse_dimensions(builtin_dimensions_text(list(extra_dimensions)), HfJsonTokenizer(llm_dir).encode,
+    dims = parse_dimensions(dimensions_text([*(BUILTIN if builtin_dimensions else ()), *extra_dimensions]),
+                            HfJsonTokenizer(llm_dir).encode,
                             source="built-in dimensions")
     (out / "dimensions.toml").write_text(render_dimensions(list(dims.values())))
 

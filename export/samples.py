@@ -1,7 +1,7 @@
 """Write small, real, deterministic video files with PyAV (no ffmpeg CLI needed).
 
-Used by the `vidjudge demo` command (`make_demo_videos`) and by the tests, which
-need real files in many codecs and containers, with known content:
+Used by the tests, which need real files in many codecs and containers, with known
+content (the demo's clips come from `synthetic.make_demo_videos`):
 
 - ``pattern="brightness"``: uniform grey frames whose level rises with the frame
   index (`brightness_level`), so a test can tell from a decoded frame which
@@ -384,28 +384,6 @@ def write_audio_only(path: str | os.PathLike, *, duration_s: float = 1.0, contai
     return path
 
 
-DEMO_CLIPS = (
-    # name, pattern, width, height, frames, fps
-    ("gradient_320x240.mp4", "gradient", 320, 240, 24, 12),
-    ("bars_256x144.mp4", "bars", 256, 144, 18, 12),
-    ("checker_160x120.mp4", "checker", 160, 120, 24, 12),
-    ("noise_128x96.mp4", "noise", 128, 96, 12, 12),
-)
-
-
-def make_demo_videos(out_dir: str | os.PathLike, *, seed: int = 0) -> list[Path]:
-    """Write four small, visually different H.264 clips (1-2 s) into `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, pattern, w, h, n, fps in DEMO_CLIPS:
-        paths.append(
-            write_video(out / name, codec="libx264", width=w, height=h, num_frames=n, fps=fps,
-                        pattern=pattern, seed=seed, faststart=True)
-        )
-    return paths
-
-
 __all__ = [
     "PATTERNS",
     "brightness_level",
@@ -414,5 +392,4 @@ __all__ = [
     "render_frame",
     "write_video",
     "write_audio_only",
-    "make_demo_videos",
 ]

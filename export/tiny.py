@@ -187,12 +187,14 @@ def build_tokenizer():
     return hf_tok
 
 
-def build_config(tokenizer):
+def build_config(tokenizer, text_overrides: dict | None = None, vision_overrides: dict | None = None):
+    """The tiny model's config; the overrides change sizes or init ranges (export/train.py's judge)."""
     from transformers import Qwen2_5_VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = dict(
         TEXT_CONFIG,
+        **(text_overrides or {}),
         vocab_size=len(tokenizer),
         rope_parameters={"rope_type": "default", "mrope_section": list(MROPE_SECTION), "rope_theta": ROPE_THETA},
         bos_token_id=ids["<|endoftext|>"],
@@ -202,7 +204,7 @@ def build_config(tokenizer):
     )
     return Qwen2_5_VLConfig(
         text_config=text,
-        vision_config=dict(VISION_CONFIG),
+        vision_config=dict(VISION_CONFIG, **(vision_overrides or {})),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],

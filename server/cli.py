@@ -60,9 +60,10 @@ def serve(
 
 
 @app.command()
-def demo(home: Path = typer.Option(DEFAULT_HOME / "demo", help="Where the tiny bundle and sample videos go."),
+def demo(home: Path = typer.Option(DEFAULT_HOME / "demo", help="Where the default judge's bundle and sample videos go."),
          as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table.")):
-    """Build the tiny bundle (if missing), make sample videos, serve on a free loopback port, score, stop."""
+    """Build the default judge's bundle (if missing), make a clean clip and degraded copies, serve on a free
+    loopback port, score them, stop."""
     try:
         from vidjudge.server.demo import run_demo
     except ImportError as e:

@@ -140,7 +140,12 @@ def test_demo_scores_the_sample_videos(tmp_path):
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(lines) == 4 and all("scores" in x for x in lines)
     assert "scored 4/4 videos" in r.stderr
-    assert (tmp_path / "bundles" / "tiny" / "manifest.json").is_file()
+    assert (tmp_path / "bundles" / "default" / "manifest.json").is_file()
+    # The default judge is trained: the clean clip scores above each of its degraded copies.
+    score = {Path(x["file"]).name: x["scores"]["visual_quality"]["score"] for x in lines}
+    assert set(score) == {"clean.mp4", "noise3.mp4", "blur3.mp4", "blocky3.mp4"}
+    assert all(score["clean.mp4"] > v for k, v in score.items() if k != "clean.mp4"), score
+    assert "clean.mp4 ranks above its degraded copies" in r.stderr
 
 
 def test_export_trt_without_tensorrt_says_so_and_leaves_the_bundle_alone(tiny_bundle):
