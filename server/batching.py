@@ -116,7 +116,10 @@ def resolve(batch: Sequence[WorkItem[Any]], fn: Callable[[list[Any]], Sequence[A
         log.exception("batch backend failed")
         error = InternalError(f"{type(e).__name__}: {e}")
     if observe:
-        observe(len(batch), time.perf_counter() - t0)
+        try:
+            observe(len(batch), time.perf_counter() - t0)
+        except Exception:  # metrics must never leave a batch's futures unsettled
+            log.exception("batch observer failed")
     if error is not None:
         for it in batch:
             it.future.set_exception(error)
