@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -17,23 +17,31 @@ app = typer.Typer(help="Build bundles (the directory a server loads a judge from
                   add_completion=False)
 
 
+def _write(what: str, build: Callable[[], Path]) -> None:
+    """Run an exporter and say where `what` went and how long it took; a refusal (ExportError, which names
+    its cause) is printed in red and exits 2."""
+    from vidjudge.export.hf import ExportError
+
+    t = time.perf_counter()
+    try:
+        path = build()
+    except ExportError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2)
+    out.print(f"{what} written to {path} in {time.perf_counter() - t:.1f}s")
+
+
 @app.command("tiny")
 def export_tiny_cmd(out_dir: Path = typer.Argument(..., help="Bundle directory to create."),
                     seed: int = typer.Option(0, help="Weight seed (same seed, same bytes)."),
                     overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
     """A tiny random-weight Qwen2.5-VL bundle, built offline in seconds (for demos and tests)."""
     try:
-        from vidjudge.export.hf import ExportError, export_tiny
+        from vidjudge.export.hf import export_tiny
     except ImportError as e:
         need_server_extra(e)
     setup_logging("WARNING")
-    t = time.perf_counter()
-    try:
-        path = export_tiny(out_dir, seed=seed, overwrite=overwrite)
-    except ExportError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    out.print(f"tiny bundle written to {path} in {time.perf_counter() - t:.1f}s")
+    _write("tiny bundle", lambda: export_tiny(out_dir, seed=seed, overwrite=overwrite))
 
 
 @app.command("hf")
@@ -46,17 +54,12 @@ def export_hf_cmd(checkpoint: Path = typer.Argument(..., help="Local Hugging Fac
                   overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
     """Convert a local Hugging Face checkpoint into a bundle (no network)."""
     try:
-        from vidjudge.export.hf import ExportError, export_hf
+        from vidjudge.export.hf import export_hf
     except ImportError as e:
         need_server_extra(e)
     setup_logging("WARNING")
-    try:
-        path = export_hf(checkpoint, out_dir, num_frames=frames, height=height, width=width, name=name,
-                         overwrite=overwrite)
-    except ExportError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    out.print(f"bundle written to {path}")
+    _write("bundle", lambda: export_hf(checkpoint, out_dir, num_frames=frames, height=height, width=width,
+                                       name=name, overwrite=overwrite))
 
 
 @app.command("love")
@@ -76,19 +79,13 @@ def export_love_cmd(
         overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
     """Convert the released LOVE checkpoints (three skills + temporal.pth) into one bundle (no network)."""
     try:
-        from vidjudge.export.hf import ExportError
         from vidjudge.export.love import export_love
     except ImportError as e:
         need_server_extra(e)
     setup_logging("INFO")
-    t = time.perf_counter()
-    try:
-        path = export_love(perception, correspondence, qa, temporal, out_dir, name=name, overwrite=overwrite,
-                           fragment_offsets=fragment_offsets, check_tokenizer=check_tokenizer, onnx=onnx)
-    except ExportError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    out.print(f"LOVE bundle written to {path} in {time.perf_counter() - t:.1f}s")
+    _write("LOVE bundle", lambda: export_love(perception, correspondence, qa, temporal, out_dir, name=name,
+                                              overwrite=overwrite, fragment_offsets=fragment_offsets,
+                                              check_tokenizer=check_tokenizer, onnx=onnx))
 
 
 @app.command("love-tiny")
@@ -143,18 +140,13 @@ def export_videobench_cmd(checkpoint: Path = typer.Argument(..., help="Local Hug
                           overwrite: bool = typer.Option(False, help="Replace OUT_DIR if it exists.")):
     """Video-Bench's nine dimensions (faithful chains and fast level-token modes) on an open Qwen2.5-VL."""
     try:
-        from vidjudge.export.hf import ExportError
         from vidjudge.export.videobench import export_videobench
     except ImportError as e:
         need_server_extra(e)
     setup_logging("WARNING")
-    try:
-        path = export_videobench(checkpoint, out_dir, height=height, width=width, max_frames=max_frames,
-                                 max_tokens=max_tokens, name=name, overwrite=overwrite)
-    except ExportError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    out.print(f"Video-Bench bundle written to {path}")
+    _write("Video-Bench bundle", lambda: export_videobench(checkpoint, out_dir, height=height, width=width,
+                                                           max_frames=max_frames, max_tokens=max_tokens, name=name,
+                                                           overwrite=overwrite))
 
 
 @app.command("videobench-tiny")
@@ -166,9 +158,7 @@ def export_videobench_tiny_cmd(out_dir: Path = typer.Argument(..., help="Bundle 
     except ImportError as e:
         need_server_extra(e)
     setup_logging("WARNING")
-    t = time.perf_counter()
-    path = export_videobench_tiny(out_dir, overwrite=overwrite)
-    out.print(f"tiny Video-Bench bundle written to {path} in {time.perf_counter() - t:.1f}s")
+    _write("tiny Video-Bench bundle", lambda: export_videobench_tiny(out_dir, overwrite=overwrite))
 
 
 @app.command("default")
@@ -179,18 +169,11 @@ def export_default_cmd(out_dir: Path = typer.Argument(..., help="Bundle director
     A small Qwen2.5-VL trained on synthetic clips to rate blur, noise, blockiness, flicker, freeze and judder
     (visual_quality only); `vidjudge export train` rebuilds its weights from nothing."""
     try:
-        from vidjudge.export.default_judge import ChecksumError, export_default
-        from vidjudge.export.hf import ExportError
+        from vidjudge.export.default_judge import export_default
     except ImportError as e:
         need_server_extra(e)
     setup_logging("WARNING")
-    t = time.perf_counter()
-    try:
-        path = export_default(out_dir, overwrite=overwrite)
-    except (ExportError, ChecksumError) as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2)
-    out.print(f"default judge bundle written to {path} in {time.perf_counter() - t:.1f}s")
+    _write("default judge bundle", lambda: export_default(out_dir, overwrite=overwrite))
 
 
 @app.command("train")

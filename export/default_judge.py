@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from vidjudge.export.hf import ExportError
+
 CHECKPOINT = Path(__file__).with_name("judge_checkpoint")
 
 # sha256 of each file export/train.py writes with TrainSettings() (seed 0), as trained on the
@@ -33,8 +35,8 @@ SHA256 = {
 }
 
 
-class ChecksumError(ValueError):
-    pass
+class ChecksumError(ExportError):
+    """The shipped checkpoint does not match its published checksums (an export refusal like any other)."""
 
 
 def mismatches(checkpoint: Path, expected: dict[str, str] = SHA256) -> list[str]:
