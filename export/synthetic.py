@@ -229,53 +229,31 @@ def _gradient(w: int, h: int, n: int, rng) -> np.ndarray:
 
 
 def degrade(frames: np.ndarray, spec: ClipSpec) -> tuple[np.ndarray, int]:
-    """The degraded frames and the x264 CRF to encode them with."""
+    """The degraded frames of a clip and the x264 CRF to encode them with (its draws seeded by the spec)."""
     s, d = spec.severity, spec.degradation
     if s == 0 or d == "none":
         return frames, CLEAN_CRF
-    rng = np.random.default_rng([spec.seed, 2, s])
+    return degrade_frames(frames, d, s, np.random.default_rng([spec.seed, 2, s])), \
+        BLOCK_CRF[s] if d == "blocky" else CLEAN_CRF
+
+
+def degrade_frames(frames: np.ndarray, degradation: str, severity: int, rng) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames with one degradation at severity 1-4. Spatial strengths are in view pixels,
+    scaled by the frames' size over VIEW (so at the view they apply as given); the bitrate part of
+    blockiness is the CRF `degrade` picks. Training calls this on frames already decoded at the view
+    (cheap enough to draw anew at every step, so the judge meets every content under every degradation
+    instead of memorising which copies it saw); with the judge's 8 frames, one sampling stride is a frame."""
+    s, d = severity, degradation
     h, w = frames.shape[1:3]
     kx, ky = max(w / VIEW, 1.0), max(h / VIEW, 1.0)
     if d == "blur":
-        return _per_frame_pil(frames, lambda im: im.filter(_gaussian(BLUR_SIGMA[s] * kx, BLUR_SIGMA[s] * ky))), CLEAN_CRF
+        return _per_frame_pil(frames, lambda im: im.filter(_gaussian(BLUR_SIGMA[s] * kx, BLUR_SIGMA[s] * ky)))
     if d == "noise":
-        return _noise(frames, NOISE_STD[s], kx, ky, rng), CLEAN_CRF
+        return _noise(frames, NOISE_STD[s], kx, ky, rng)
     if d == "blocky":
         from PIL import Image
 
         small = (max(4, round(w / (kx * BLOCK_FACTOR[s]))), max(4, round(h / (ky * BLOCK_FACTOR[s]))))
-        return _per_frame_pil(frames, lambda im: im.resize(small, Image.BILINEAR).resize((w, h), Image.NEAREST)), \
-            BLOCK_CRF[s]
-    if d == "flicker":
-        gain = 1 + FLICKER_GAIN[s] * rng.choice([-1.0, 1.0], size=len(frames)) * rng.uniform(0.6, 1.0, len(frames))
-        return np.clip(frames * gain.astype(np.float32)[:, None, None, None], 0, 255).astype(np.uint8), CLEAN_CRF
-    if d == "freeze":
-        n = len(frames)
-        length = int(round(FREEZE_FRACTION[s] * n))
-        start = int(rng.integers(0, n - length + 1))
-        out = frames.copy()
-        out[start:start + length] = frames[start]
-        return out, CLEAN_CRF
-    if d == "judder":
-        return frames[_judder_index(len(frames), JUDDER_HOLD[s], rng)], CLEAN_CRF
-    raise ValueError(f"unknown degradation {d!r}")
-
-
-def degrade_view(frames: np.ndarray, degradation: str, severity: int, rng) -> np.ndarray:
-    """The same degradations applied to frames already decoded at the judge's view (VIEW px, the frames the
-    judge samples): cheap enough to draw anew at every training step, so the judge meets every content
-    under every degradation instead of memorising which copies it saw. Strengths are the clip-level ones
-    (they are defined in view pixels and sampling strides); blockiness has no low-bitrate coding here."""
-    from PIL import Image
-
-    s, d = severity, degradation
-    h, w = frames.shape[1:3]
-    if d == "blur":
-        return _per_frame_pil(frames, lambda im: im.filter(_gaussian(BLUR_SIGMA[s], BLUR_SIGMA[s])))
-    if d == "noise":
-        return _noise(frames, NOISE_STD[s], 1.0, 1.0, rng)
-    if d == "blocky":
-        small = (max(4, round(w / BLOCK_FACTOR[s])), max(4, round(h / BLOCK_FACTOR[s])))
         return _per_frame_pil(frames, lambda im: im.resize(small, Image.BILINEAR).resize((w, h), Image.NEAREST))
     if d == "flicker":
         gain = 1 + FLICKER_GAIN[s] * rng.choice([-1.0, 1.0], size=len(frames)) * rng.uniform(0.6, 1.0, len(frames))
@@ -288,9 +266,8 @@ def degrade_view(frames: np.ndarray, degradation: str, severity: int, rng) -> np
         out[start:start + length] = frames[start]
         return out
     if d == "judder":
-        # The clip-level rule; with the judge's 8 frames, one sampling stride is one frame.
         return frames[_judder_index(len(frames), JUDDER_HOLD[s], rng)]
-    raise ValueError(f"unknown degradation {d!r}")
+    raise ValueError(f"unknown degradation {d!r}; choose one of {', '.join(DEGRADATIONS)}")
 
 
 def _gaussian(sx: float, sy: float):
