@@ -7,7 +7,7 @@
 
 decode   vidjudge's sampled decode (8 frames at segment centres as upright RGB, what the decoder
          delivers; 1 decoder thread) against decoding every frame with PyAV (1 thread, no RGB
-         conversion) and, when an ffmpeg binary is on PATH, ``ffmpeg -threads 1 -i F -f null -``,
+         conversion; and the same converting the 8 frames vidjudge returns: equal output) and, when an ffmpeg binary is on PATH, ``ffmpeg -threads 1 -i F -f null -``,
          on generated-video shapes written on first use (textured, panning, moving shapes): 10 s
          1080p30, 5 s 720p24, 6 s 480p8 and 2 s 320p8 H.264 with x264's defaults (B-frames,
          b-pyramid), 5 s 720p24 HEVC (x265 defaults) and VP9 (libvpx "good"). Also: the same with
@@ -123,6 +123,24 @@ def _pyav_decode_all(path: Path, threads: int) -> int:
     return n
 
 
+def _pyav_decode_all_keep(path: Path, threads: int, keep: frozenset[int]) -> np.ndarray:
+    """Every frame decoded, and the frames numbered `keep` (presentation order) converted to RGB
+    through one reused reformatter and stacked: decode-all giving the sampled decode's output."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    kept = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.codec_context.thread_type = "AUTO"
+        s.codec_context.thread_count = threads
+        for i, frame in enumerate(c.decode(s)):
+            if i in keep:
+                kept.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
+    return np.stack(kept)
+
+
 def _ffmpeg(path: Path, threads: int, binary: str) -> None:
     subprocess.run([binary, "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path), "-map", "0:v:0",
                     "-f", "null", "-"], check=True, capture_output=True, timeout=600)
@@ -131,6 +149,7 @@ def _ffmpeg(path: Path, threads: int, binary: str) -> None:
 METHOD_OURS = "vidjudge sampled, upright RGB"
 METHOD_OURS_RESIZED = "vidjudge sampled + Resize"
 METHOD_PYAV = "pyav decode-all, no conversion"
+METHOD_PYAV_SAME = "pyav decode-all, same frames to RGB"
 METHOD_FFMPEG = "ffmpeg -f null"
 
 
@@ -141,11 +160,14 @@ def bench_decode(clips: Sequence[Path], *, num_frames: int = 8, size: tuple[int,
     delivers) against decoding every frame (PyAV, no conversion) and ``ffmpeg -f null``, all at
     `threads` decoder threads; also with the Resize(`size` = (h, w)) transform a Qwen-style view adds
     (PIL bicubic, in the worker), and without the decoder's savings. Every method on every clip,
-    interleaved in rounds (fair on a shared machine)."""
+    interleaved in rounds (fair on a shared machine). Runs in a process set up as a decode
+    worker's for memory (`retain_freed_memory`), so that the in-process decode is the served one."""
     from vidjudge.server.decode import DecodePool, Native, Resize, SegmentCentres, decode_video
+    from vidjudge.server.decode.memory import retain_freed_memory
     from vidjudge.server.types import DecodeLimits, DecodeRequest, VideoSource, ViewSpec
 
     progress = progress or common.Progress()
+    retain_freed_memory()
     ffmpeg = shutil.which("ffmpeg")
     limits = DecodeLimits()
     native = DecodeRequest(views=(ViewSpec("frames", SegmentCentres(num_frames), Native()),))
@@ -172,8 +194,11 @@ def bench_decode(clips: Sequence[Path], *, num_frames: int = 8, size: tuple[int,
             methods: list[tuple[str, Callable[[], object]]] = []
             if ffmpeg:
                 methods.append((METHOD_FFMPEG, lambda clip=clip: _ffmpeg(clip, threads, ffmpeg)))
+            sampled = decode_video(src, native, limits, hwaccel="none", threads=threads).views["frames"]
+            keep = frozenset(int(i) for i in sampled.indices) if sampled.indices is not None else frozenset()
             methods += [
                 (METHOD_PYAV, lambda clip=clip: _pyav_decode_all(clip, threads)),
+                (METHOD_PYAV_SAME, lambda clip=clip, keep=keep: _pyav_decode_all_keep(clip, threads, keep)),
                 (METHOD_OURS, ours()),
                 (METHOD_OURS_RESIZED, ours(resized)),
                 ("vidjudge sampled, no non-reference skipping", ours(skip_nonref=False)),
@@ -201,6 +226,7 @@ def bench_decode(clips: Sequence[Path], *, num_frames: int = 8, size: tuple[int,
     for r in rows:
         same = {x["method"]: x for x in rows if x["clip"] == r["clip"]}
         r["vs_pyav_decode_all"] = common.ratio(r["videos_per_s"], same[METHOD_PYAV]["videos_per_s"])
+        r["vs_pyav_same_output"] = common.ratio(r["videos_per_s"], same[METHOD_PYAV_SAME]["videos_per_s"])
         r["vs_ffmpeg"] = common.ratio(r["videos_per_s"], same[METHOD_FFMPEG]["videos_per_s"]) if ffmpeg else None
     return {"rows": rows, "ffmpeg": ffmpeg or None, "ffmpeg_version": _ffmpeg_version(ffmpeg), "threads": threads,
             "rounds": rounds, "frames": num_frames, "size": list(size)}
@@ -226,7 +252,9 @@ def decode_summary(result: dict) -> list[dict]:
         out.append({"clip": clip, "frames_in_clip": ours["frames_in_clip"], "frames_decoded": ours["frames_decoded"],
                     "ms_ours": ours["ms_per_video"], "ms_pyav": pyav["ms_per_video"],
                     "ms_ffmpeg": ff["ms_per_video"] if ff else None,
+                    "ms_pyav_same_output": same[METHOD_PYAV_SAME]["ms_per_video"],
                     "vs_pyav_decode_all": ours["vs_pyav_decode_all"], "vs_ffmpeg": ours["vs_ffmpeg"],
+                    "vs_pyav_same_output": ours["vs_pyav_same_output"],
                     "ms_resized": resized["ms_per_video"], "resized_vs_pyav": resized["vs_pyav_decode_all"],
                     "resized_vs_ffmpeg": resized["vs_ffmpeg"]})
     return out
@@ -454,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 ("frames_decoded", "decoded by vidjudge"),
                                                 ("ms_ours", "vidjudge ms"), ("ms_pyav", "pyav decode-all ms"),
                                                 ("ms_ffmpeg", "ffmpeg ms"), ("vs_pyav_decode_all", "vs pyav"),
-                                                ("vs_ffmpeg", "vs ffmpeg"), ("ms_resized", f"+ Resize {h}x{w} ms"),
+                                                ("vs_ffmpeg", "vs ffmpeg"),
+                                                ("ms_pyav_same_output", "pyav decode-all + same RGB ms"),
+                                                ("vs_pyav_same_output", "vs that"), ("ms_resized", f"+ Resize {h}x{w} ms"),
                                                 ("resized_vs_pyav", "vs pyav"), ("resized_vs_ffmpeg", "vs ffmpeg")],
                            f"summary: vidjudge's sampled decode ({args.decode_frames} frames at segment centres, "
                            f"upright RGB; then with a {h}x{w} PIL-bicubic view) vs decoding every frame "

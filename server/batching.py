@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from vidjudge.errors import DeadlineExceeded, InternalError, Overloaded, VidjudgeError
+from vidjudge.server.priority import lower_this_thread
 
 P = TypeVar("P")
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ class BatchWorker(Generic[P]):
         return len(self.batcher)
 
     def _run(self) -> None:
+        lower_this_thread()  # below the event loop, above new decodes (priority.py)
         while True:
             with self._cv:
                 while True:

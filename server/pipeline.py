@@ -35,6 +35,7 @@ from vidjudge.server.edge_admission import holds_slot
 from vidjudge.server.media import video_source
 from vidjudge.server.judging import Judge, Member
 from vidjudge.server.metrics import Metrics
+from vidjudge.server.priority import lower_this_thread
 from vidjudge.server.shared import Progress, SharedWork, content_key
 from vidjudge.server.types import DimensionScore, EncodedVideo, StageTimings, VideoInfo
 
@@ -187,7 +188,8 @@ class Pipeline:
         self._allowed = [Path(p).resolve() for p in config.limits.allowed_dirs]
         self._limits = config.limits.decode_limits()
         # Preprocessing is NumPy work that releases the GIL; keep it off the event loop.
-        self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidjudge-preprocess")
+        self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidjudge-preprocess",
+                                       initializer=lower_this_thread)
         self._shared = SharedWork()
         self._bind_gauges()
 

@@ -41,7 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidjudge.errors import InternalError, InvalidVideo, Unavailable, VidjudgeError
+from vidjudge.server.decode.memory import retain_freed_memory
 from vidjudge.server.decode.pyav_decoder import decode_video
+from vidjudge.server.priority import DECODE_WORKER_NICENESS, lower_this_process
 from vidjudge.server.types import DecodedVideo, DecodeLimits, DecodeRequest, VideoSource
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,6 @@ DecodeFn = Callable[[VideoSource, DecodeRequest, DecodeLimits, str], DecodedVide
 
 # Workers dying before they report ready this many times in a row: give up on hwaccel, then on the pool.
 _MAX_START_FAILURES = 3
-# Added to decode workers' nice value (Linux: 0..19, higher yields the CPU to others first).
-WORKER_NICENESS = 10
 # Workers that may die while decoding one video before the video is blamed (the first may have
 # been killed from outside: OOM killer, an operator's kill -9).
 _DEATHS_PER_VIDEO = 2
@@ -104,12 +104,10 @@ def _portable(exc: BaseException) -> BaseException:
 
 def _worker_main(conn, limits: DecodeLimits, hwaccel: str, decode_fn: DecodeFn, log_level: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
-    try:
-        # Below the server's priority: when decoding saturates the cores, the event loop (admission,
-        # refusals, dispatch) still runs at once. With idle cores this changes nothing.
-        os.nice(WORKER_NICENESS)
-    except OSError:
-        pass
+    # Below the server's priority: when decoding saturates the cores, the event loop (admission,
+    # refusals, dispatch) and the stages finishing admitted work run first (priority.py).
+    lower_this_process(DECODE_WORKER_NICENESS)
+    retain_freed_memory()  # frame buffers reused video to video, not faulted in afresh (memory.py)
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)s [decode-worker %(process)d] %(name)s: %(message)s")
     if hwaccel != "none":
