@@ -14,8 +14,12 @@ completion callback). The server then has to come back to 0 requests in flight.
 Two servers take turns, run for run: ``edge``, the server as built (admission reserved at
 the gRPC edge, server/edge_admission.py), and ``baseline``, the same server with that
 interceptor passed through (admission in the pipeline after the request was received and
-parsed: the server before it). Printed: per run the answers by code, refusal and OK latency
-percentiles, calls left unanswered; then the medians per server and baseline / edge.
+parsed: the server before it). A third, ``floor``
+(``--modes baseline,edge,floor``), is no vidjudge at all: a bare grpc.aio server whose Score
+handler refuses every call at once without reading it, i.e. what refusing costs gRPC itself
+with the same clients on the same cores, the least any gRPC-Python server can do. Printed:
+per run the answers by code, refusal and OK latency percentiles, calls left unanswered; then
+the medians per server, baseline / edge and edge / floor.
 Goal: edge refusal p99 <= 250 ms, every call answered OK or RESOURCE_EXHAUSTED.
 """
 
@@ -37,6 +41,7 @@ from typing import Any
 from vidjudge.benchmarks import common
 
 MODES = ("baseline", "edge")
+FLOOR = "floor"
 SIZE_RANGE = (100_000, 300_000)
 
 
@@ -73,10 +78,39 @@ class _PassThrough:
         return await continuation(handler_call_details)
 
 
+def serve_floor() -> int:
+    """The floor: a bare grpc.aio server refusing every Score call unread, as the edge does."""
+    import grpc
+
+    from vidjudge.errors import REASON_METADATA_KEY
+
+    async def refuse(request_iterator, context):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "full",
+                            trailing_metadata=((REASON_METADATA_KEY, "too_many_requests"),))
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "vidjudge.v1.Judge", {"Score": grpc.stream_unary_rpc_method_handler(refuse)})])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(json.dumps({"port": port, "metrics_port": None}), flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop(grace=1)
+
+    asyncio.run(main())
+    return 0
+
+
 def serve(mode: str, bundle: str, overrides: dict[str, Any]) -> int:
     """Run a server until SIGTERM; print one JSON line with its ports once it serves."""
     import grpc
 
+    if mode == FLOOR:
+        return serve_floor()
     from vidjudge.server import app
     from vidjudge.server.config import load_config
 
@@ -270,12 +304,12 @@ def run_bursts(bundle: Path, videos: Sequence[Path], *, limit: int, calls: int, 
             with server_process(mode, bundle, {**overrides, "admission.max_in_flight": limit}) as srv:
                 target = f"127.0.0.1:{srv['port']}"
                 warm = fire_processes(target, videos[:1], 1, 1, 1, deadline_s)
-                if warm["calls"][0][0] != "OK":
+                if warm["calls"][0][0] != ("RESOURCE_EXHAUSTED" if mode == FLOOR else "OK"):
                     raise RuntimeError(f"warm-up call failed: {warm['calls'][0]}")
                 fired = fire_processes(target, videos, calls, clients, channels, deadline_s)
                 left = None
                 end = time.monotonic() + 60
-                while time.monotonic() < end:
+                while mode != FLOOR and time.monotonic() < end:
                     left = in_flight(srv["metrics_port"])
                     if left == 0:
                         break
@@ -298,6 +332,9 @@ def medians(rows: list[dict]) -> list[dict]:
     if "baseline" in by and "edge" in by:
         for k in ("refusal_p50_ms", "refusal_p99_ms"):
             by["edge"][f"{k}_baseline_over_edge"] = common.ratio(by["baseline"][k], by["edge"][k])
+    if FLOOR in by and "edge" in by:
+        for k in ("refusal_p50_ms", "refusal_p99_ms"):
+            by["edge"][f"{k}_edge_over_floor"] = common.ratio(by["edge"][k], by[FLOOR][k])
     return out
 
 
@@ -316,13 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--channels", type=int, default=4, help="Connections per client process (default 4).")
     ap.add_argument("--repeats", type=int, default=3, help="Runs per server (default 3); medians are reported.")
     ap.add_argument("--deadline", type=float, default=300.0, help="Per-call deadline, seconds (default 300).")
-    ap.add_argument("--modes", default=",".join(MODES), help="Servers to run (default baseline,edge).")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="Servers to run, of baseline, edge and floor (default baseline,edge).")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="Server config override (repeatable); default scorer.backend=transformers.")
     ap.add_argument("--videos", nargs="*", help="Inline videos to send (default: four generated 100-300 KB clips).")
     ap.add_argument("--out", metavar="FILE", help="Write the results as JSON.")
     # Internal: the server and client processes run this module too.
-    ap.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=(*MODES, FLOOR), help=argparse.SUPPRESS)
     ap.add_argument("--overrides-json", default="{}", help=argparse.SUPPRESS)
     ap.add_argument("--fire", metavar="TARGET", help=argparse.SUPPRESS)
     return ap
@@ -344,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     calls = args.calls or 10 * args.limit
     overrides = {"scorer.backend": "transformers", **common.parse_overrides(args.set)}
     modes = [m for m in args.modes.split(",") if m]
+    if unknown := set(modes) - {*MODES, FLOOR}:
+        ap.error(f"unknown mode(s) {', '.join(sorted(unknown))}: choose from baseline, edge, floor")
     common.note(f"{calls} calls at admission limit {args.limit} from {args.clients} processes x {args.channels} "
                 f"connections; videos "
                 f"{min(sizes) // 1000}-{max(sizes) // 1000} KB; {common.describe_environment(env)}")
@@ -360,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                                  ("refusal_p99_ms", "refusal p99 ms"), ("ok_p50_ms", "OK p50 ms"),
                                  ("ok_p99_ms", "OK p99 ms"), ("lost", "lost"), ("in_flight_after", "in flight after"),
                                  ("refusal_p50_ms_baseline_over_edge", "p50 baseline/edge"),
-                                 ("refusal_p99_ms_baseline_over_edge", "p99 baseline/edge")], "medians over runs"))
+                                 ("refusal_p99_ms_baseline_over_edge", "p99 baseline/edge"),
+                                 ("refusal_p50_ms_edge_over_floor", "p50 edge/floor"),
+                                 ("refusal_p99_ms_edge_over_floor", "p99 edge/floor")], "medians over runs"))
     config = {"limit": args.limit, "calls": calls, "clients": args.clients, "channels": args.channels,
               "repeats": args.repeats,
               "deadline_s": args.deadline, "modes": modes, "overrides": overrides, "bundle": str(bundle),

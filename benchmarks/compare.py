@@ -91,8 +91,12 @@ def run_compare(bundle: Path, videos: Sequence[Path], *, prompt: str, dimensions
                 stats=loadgen.registry_snapshot(srv.server.pipeline.metrics.registry),
                 decode_workers=server_config["decode"]["workers"], progress=progress)
         gc.collect()
+        ceiling = row.get("server", {}).get("decode", {}).get("ceiling_videos_per_s")
         runs.append({"naive": nv, "server": row, "server_start_s": start_s,
                      "ratio": common.ratio(row["videos_per_s"], nv["videos_per_s"]),
+                     "decode_ceiling_videos_per_s": ceiling,
+                     "of_decode_ceiling": common.ratio(row["videos_per_s"], ceiling) if ceiling else None,
+                     "shared_joins": row.get("server", {}).get("shared_joins"),
                      "max_score_diff": max_diff(nv["scores"], served)})
     ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
     return {"runs": runs, "ratio_median": statistics.median(ratios) if ratios else None,
@@ -182,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{common.fmt_num(res['naive_videos_per_s_median'])} videos/s, concurrency {args.concurrency}"
           f"{', median of %d runs' % len(res['runs']) if len(res['runs']) > 1 else ''}); "
           f"{common.describe_environment(env)}; total {time.perf_counter() - t0:.0f}s")
+    for i, r in enumerate(res["runs"]):
+        if r.get("decode_ceiling_videos_per_s"):
+            print(f"run {i + 1}: server at {common.fmt_num(100 * r['of_decode_ceiling'])}% of its decode-bound "
+                  f"ceiling ({common.fmt_num(r['decode_ceiling_videos_per_s'])} videos/s = decode workers / mean "
+                  f"decode time); {r.get('shared_joins') or 0} requests joined another's decode of the same video")
     config = {"bundle": str(bundle), "videos": [str(v) for v in videos], "prompt": args.prompt, "dimensions": dims,
               "concurrency": args.concurrency, "measurement_interval_s": args.measurement_interval,
               "naive_interval_s": args.naive_interval, "warmup": args.warmup, "overrides": overrides,

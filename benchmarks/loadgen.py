@@ -98,6 +98,8 @@ def snapshot_from_families(families: Iterator) -> MetricsSnapshot:
             if s.name in ("vidjudge_batch_size_sum", "vidjudge_batch_size_count", "vidjudge_batch_seconds_sum",
                           "vidjudge_stage_seconds_sum", "vidjudge_stage_seconds_count") and stage:
                 snap[f"{s.name}:{stage}"] = float(s.value)
+            elif s.name == "vidjudge_shared_video_joins":
+                snap[s.name] = float(s.value)
             elif s.name in ("vidjudge_rejections_total",):
                 snap[f"{s.name}:{s.labels.get('reason', '')}"] = float(s.value)
     return snap
@@ -118,7 +120,9 @@ def http_snapshot(url: str) -> Callable[[], MetricsSnapshot]:
 
 def server_stats(before: MetricsSnapshot, after: MetricsSnapshot, seconds: float, decode_workers: int | None) -> dict:
     """Per batched stage: batches, mean batch size, mean backend seconds per batch, busy fraction; decode
-    stage seconds per video and per worker; server-side rejections by reason."""
+    stage seconds per video and per worker, and the decode-bound ceiling (workers / mean decode
+    seconds: the most videos/s the decoders allow); requests that joined another's decode of the
+    same video (their throughput is not the decoders'); server-side rejections by reason."""
     def d(key: str) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
 
@@ -135,7 +139,10 @@ def server_stats(before: MetricsSnapshot, after: MetricsSnapshot, seconds: float
         busy = d("vidjudge_stage_seconds_sum:decode")
         out["decode"] = {"videos": int(n), "mean_s": busy / n,
                          "busy_fraction": busy / (seconds * decode_workers) if seconds > 0 and decode_workers
-                         else None}
+                         else None,
+                         "ceiling_videos_per_s": decode_workers / (busy / n) if decode_workers and busy > 0 else None}
+    if "vidjudge_shared_video_joins" in after:
+        out["shared_joins"] = int(d("vidjudge_shared_video_joins"))
     prefix = "vidjudge_rejections_total:"
     rejected = {k[len(prefix):]: int(d(k)) for k in after if k.startswith(prefix) and d(k) > 0}
     if rejected:
@@ -444,6 +451,10 @@ def level_table(rows: Sequence[dict], percentiles: Sequence[float], title: str |
                 f[f"{stage}_busy"] = srv[stage]["busy_fraction"]
         if "decode" in srv:
             f["decode_busy"] = srv["decode"]["busy_fraction"]
+            ceiling = srv["decode"].get("ceiling_videos_per_s")
+            f["ceiling"] = ceiling
+            f["of_ceiling"] = r["videos_per_s"] / ceiling if ceiling else None
+        f["joins"] = srv.get("shared_joins")
         flat.append(f)
     cols = [("level", "level"), ("videos_per_s", "videos/s")]
     cols += [(f"p{_pname(p)}", f"p{_pname(p)} ms") for p in percentiles]
@@ -452,6 +463,8 @@ def level_table(rows: Sequence[dict], percentiles: Sequence[float], title: str |
     if any("encode_batch" in f for f in flat):
         cols += [("encode_batch", "enc batch"), ("encode_busy", "enc busy"), ("llm_batch", "llm batch"),
                  ("llm_busy", "llm busy"), ("decode_busy", "dec busy")]
+    if any(f.get("ceiling") for f in flat):
+        cols += [("ceiling", "decode ceiling videos/s"), ("of_ceiling", "of ceiling"), ("joins", "shared joins")]
     return common.table(flat, cols, title)
 
 
