@@ -96,6 +96,12 @@ def test_compare_runs_both_paths_on_the_same_work(tiny_bundle, bench_videos, tmp
     assert run["naive"]["forwards_per_video"] == 2  # both built-in dimensions (a prompt is sent)
     _check_level(run["server"])
     assert run["ratio"] == pytest.approx(run["server"]["videos_per_s"] / run["naive"]["videos_per_s"])
+    # The decode-bound ceiling: decode workers / mean decode seconds, and the share of it reached.
+    decode = run["server"]["server"]["decode"]
+    assert run["decode_ceiling_videos_per_s"] == pytest.approx(
+        doc["results"]["server_config"]["decode"]["workers"] / decode["mean_s"])
+    assert run["of_decode_ceiling"] == pytest.approx(run["server"]["videos_per_s"] / run["decode_ceiling_videos_per_s"])
+    assert isinstance(run["shared_joins"], int) and run["shared_joins"] >= 0
     # The naive reference and the server computed the same scores for the same videos.
     assert run["max_score_diff"] is not None and run["max_score_diff"] < 1e-4
 
