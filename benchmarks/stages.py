@@ -125,7 +125,9 @@ def _pyav_decode_all(path: Path, threads: int) -> int:
 
 def _pyav_decode_all_keep(path: Path, threads: int, keep: frozenset[int]) -> np.ndarray:
     """Every frame decoded, and the frames numbered `keep` (presentation order) converted to RGB
-    through one reused reformatter and stacked: decode-all giving the sampled decode's output."""
+    through one reused reformatter and stacked: decode-all giving the sampled decode's output.
+    (A stream without timestamps gives vidjudge no frame numbers: `keep` is empty and nothing is
+    converted, i.e. the plain decode-all.)"""
     import av
     from av.video.reformatter import VideoReformatter
 
@@ -138,7 +140,7 @@ def _pyav_decode_all_keep(path: Path, threads: int, keep: frozenset[int]) -> np.
         for i, frame in enumerate(c.decode(s)):
             if i in keep:
                 kept.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
-    return np.stack(kept)
+    return np.stack(kept) if kept else np.empty((0,), np.uint8)
 
 
 def _ffmpeg(path: Path, threads: int, binary: str) -> None:
