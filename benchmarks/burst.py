@@ -78,6 +78,15 @@ class _PassThrough:
         return await continuation(handler_call_details)
 
 
+async def _terminated() -> None:
+    """Return once this server process gets SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 def serve_floor() -> int:
     """The floor: a bare grpc.aio server refusing every Score call unread, as the edge does."""
     import grpc
@@ -95,10 +104,7 @@ def serve_floor() -> int:
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         print(json.dumps({"port": port, "metrics_port": None}), flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await _terminated()
         await server.stop(grace=1)
 
     asyncio.run(main())
@@ -125,11 +131,7 @@ def serve(mode: str, bundle: str, overrides: dict[str, Any]) -> int:
         port = await server.start()
         print(json.dumps({"port": port, "metrics_port": server.metrics_port,
                           "config": json.loads(cfg.model_dump_json())}), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await _terminated()
         await server.stop(grace=5)
 
     asyncio.run(main())

@@ -382,6 +382,9 @@ def run_levels(target: str, requests: Sequence[Any], *, concurrencies: Sequence[
                 row = {kind: value, **level.summary()}
                 if before is not None and after is not None:
                     row["server"] = server_stats(before, after, time.monotonic() - t, decode_workers)
+                    decode = row["server"].get("decode", {})
+                    if decode.get("ceiling_videos_per_s"):
+                        decode["of_ceiling"] = row["videos_per_s"] / decode["ceiling_videos_per_s"]
                 results.append(row)
                 if on_level:
                     on_level(row)
@@ -451,9 +454,8 @@ def level_table(rows: Sequence[dict], percentiles: Sequence[float], title: str |
                 f[f"{stage}_busy"] = srv[stage]["busy_fraction"]
         if "decode" in srv:
             f["decode_busy"] = srv["decode"]["busy_fraction"]
-            ceiling = srv["decode"].get("ceiling_videos_per_s")
-            f["ceiling"] = ceiling
-            f["of_ceiling"] = r["videos_per_s"] / ceiling if ceiling else None
+            f["ceiling"] = srv["decode"].get("ceiling_videos_per_s")
+            f["of_ceiling"] = srv["decode"].get("of_ceiling")
         f["joins"] = srv.get("shared_joins")
         flat.append(f)
     cols = [("level", "level"), ("videos_per_s", "videos/s")]

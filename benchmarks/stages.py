@@ -31,7 +31,7 @@ import gc
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,18 +109,20 @@ def count_frames(path: Path) -> int:
         return sum(1 for p in c.demux(s) if p.size)
 
 
-def _pyav_decode_all(path: Path, threads: int) -> int:
-    """Every frame decoded, nothing converted: the practical limit of any decoder on these libraries."""
+def _every_frame(path: Path, threads: int) -> Iterator:
+    """Every frame of the first video stream, decoded with PyAV at `threads` decoder threads."""
     import av
 
-    n = 0
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.codec_context.thread_type = "AUTO"
         s.codec_context.thread_count = threads
-        for _ in c.decode(s):
-            n += 1
-    return n
+        yield from c.decode(s)
+
+
+def _pyav_decode_all(path: Path, threads: int) -> int:
+    """Every frame decoded, nothing converted: the practical limit of any decoder on these libraries."""
+    return sum(1 for _ in _every_frame(path, threads))
 
 
 def _pyav_decode_all_keep(path: Path, threads: int, keep: frozenset[int]) -> np.ndarray:
@@ -128,18 +130,11 @@ def _pyav_decode_all_keep(path: Path, threads: int, keep: frozenset[int]) -> np.
     through one reused reformatter and stacked: decode-all giving the sampled decode's output.
     (A stream without timestamps gives vidjudge no frame numbers: `keep` is empty and nothing is
     converted, i.e. the plain decode-all.)"""
-    import av
     from av.video.reformatter import VideoReformatter
 
     reformatter = VideoReformatter()
-    kept = []
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        s.codec_context.thread_type = "AUTO"
-        s.codec_context.thread_count = threads
-        for i, frame in enumerate(c.decode(s)):
-            if i in keep:
-                kept.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
+    kept = [reformatter.reformat(frame, format="rgb24").to_ndarray()
+            for i, frame in enumerate(_every_frame(path, threads)) if i in keep]
     return np.stack(kept) if kept else np.empty((0,), np.uint8)
 
 

@@ -119,6 +119,18 @@ class Family(ABC):
 
     tokenizer: Tokenizer
 
+    def fixed_size_view(self, view: str, encoder: str, sampler: str, how: str):
+        """The manifest's `view`, checked to be what a fixed-size image family reads: frames picked by
+        `sampler` (described as `how`), resized bicubically to a fixed size, no options; and `encoder`
+        present. Raises ValueError naming what the bundle has instead."""
+        if view not in self.manifest.views or encoder not in self.manifest.encoders:
+            raise ValueError(f"a {self.name} bundle needs view '{view}' and encoder '{encoder}'")
+        v = self.manifest.views[view]
+        if v.sampler != sampler or v.resize != "bicubic" or not v.height or not v.width or v.options:
+            raise ValueError(f"view '{view}': {self.name} samples {how}, resized bicubically to a fixed size, with "
+                             f"no options (got sampler {v.sampler!r}, resize {v.resize!r}, options {v.options})")
+        return v
+
     @abstractmethod
     def decode_request(self) -> DecodeRequest: ...
 

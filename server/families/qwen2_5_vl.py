@@ -96,14 +96,7 @@ class Qwen25VLFamily(Family):
         self.config = QwenConfig.model_validate(manifest.family_config)
         c = self.config
         self.patch = c.patch_spec()
-        if VIEW not in manifest.views or ENCODER not in manifest.encoders:
-            raise ValueError(f"a {self.name} bundle needs view '{VIEW}' and encoder '{ENCODER}'")
-        v = manifest.views[VIEW]
-        if v.sampler != "segment_centres" or v.resize != "bicubic" or not v.height or not v.width or v.options:
-            raise ValueError(f"view '{VIEW}': {self.name} samples segment centres resized bicubically to a fixed "
-                             f"size, with no options (got sampler {v.sampler!r}, resize {v.resize!r}, "
-                             f"options {v.options})")
-        self.view = v
+        self.view = v = self.fixed_size_view(VIEW, ENCODER, "segment_centres", "segment centres")
         self.grid = grid_for(v.num_frames, v.height, v.width, self.patch)
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2] // c.merge_size**2
         enc = manifest.encoders[ENCODER]

@@ -51,13 +51,7 @@ class Qwen25VLFramesFamily(Family):
         super().__init__(root, manifest)
         self.config = c = FramesConfig.model_validate(manifest.family_config)
         self.patch = c.patch_spec()
-        if VIEW not in manifest.views or ENCODER not in manifest.encoders:
-            raise ValueError(f"a {self.name} bundle needs view '{VIEW}' and encoder '{ENCODER}'")
-        v = manifest.views[VIEW]
-        if v.sampler != "fps_step" or v.resize != "bicubic" or not v.height or not v.width or v.options:
-            raise ValueError(f"view '{VIEW}': {self.name} samples frames per second (fps_step), resized "
-                             f"bicubically to a fixed size, with no options")
-        self.view = v
+        self.view = v = self.fixed_size_view(VIEW, ENCODER, "fps_step", "frames per second (fps_step)")
         # One image: the frame repeated over the temporal patch (Qwen's image processor does the same).
         self.grid = grid_for(c.temporal_patch_size, v.height, v.width, self.patch)
         self.tokens_per_image = self.grid[0] * self.grid[1] * self.grid[2] // c.merge_size**2
