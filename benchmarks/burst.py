@@ -17,7 +17,8 @@ interceptor passed through (admission in the pipeline after the request was rece
 parsed: the server before it). A third, ``floor``
 (``--modes baseline,edge,floor``), is no vidjudge at all: a bare grpc.aio server whose Score
 handler refuses every call at once without reading it, i.e. what refusing costs gRPC itself
-with the same clients on the same cores, the least any gRPC-Python server can do. Printed:
+with the same clients on the same cores and the edge's transport options (the HTTP/2 window an
+unread call gets, ``server.unread_window_kb``), the least any gRPC-Python server can do. Printed:
 per run the answers by code, refusal and OK latency percentiles, calls left unanswered; then
 the medians per server, baseline / edge and edge / floor.
 Goal: edge refusal p99 <= 250 ms, every call answered OK or RESOURCE_EXHAUSTED.
@@ -87,18 +88,20 @@ async def _terminated() -> None:
     await stop.wait()
 
 
-def serve_floor() -> int:
-    """The floor: a bare grpc.aio server refusing every Score call unread, as the edge does."""
+def serve_floor(unread_window_kb: int) -> int:
+    """The floor: a bare grpc.aio server refusing every Score call unread, as the edge does, with the
+    edge's transport options (the window an unread call gets decides how much of it is sent anyway)."""
     import grpc
 
     from vidjudge.errors import REASON_METADATA_KEY
+    from vidjudge.server.edge_admission import unread_window_options
 
     async def refuse(request_iterator, context):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "full",
                             trailing_metadata=((REASON_METADATA_KEY, "too_many_requests"),))
 
     async def main() -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=unread_window_options(unread_window_kb))
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             "vidjudge.v1.Judge", {"Score": grpc.stream_unary_rpc_method_handler(refuse)})])
         port = server.add_insecure_port("127.0.0.1:0")
@@ -115,16 +118,17 @@ def serve(mode: str, bundle: str, overrides: dict[str, Any]) -> int:
     """Run a server until SIGTERM; print one JSON line with its ports once it serves."""
     import grpc
 
-    if mode == FLOOR:
-        return serve_floor()
-    from vidjudge.server import app
     from vidjudge.server.config import load_config
+
+    cfg = load_config(env={}, overrides={"server.port": 0, "server.host": "127.0.0.1", "server.metrics_port": 0,
+                                         "server.bundles": [bundle], **overrides})
+    if mode == FLOOR:
+        return serve_floor(cfg.server.unread_window_kb)
+    from vidjudge.server import app
 
     if mode == "baseline":
         app.EdgeAdmission = type("PassThrough", (_PassThrough, grpc.aio.ServerInterceptor), {})
     common.quiet_libraries()
-    cfg = load_config(env={}, overrides={"server.port": 0, "server.host": "127.0.0.1", "server.metrics_port": 0,
-                                         "server.bundles": [bundle], **overrides})
 
     async def main() -> None:
         server = app.JudgeServer(cfg)

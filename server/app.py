@@ -22,7 +22,7 @@ from vidjudge.errors import Unavailable
 from vidjudge.server.bundle import Bundle, load_bundle
 from vidjudge.server.config import Config, auto_threads
 from vidjudge.server.devices import gpu_available
-from vidjudge.server.edge_admission import EdgeAdmission
+from vidjudge.server.edge_admission import EdgeAdmission, unread_window_options
 from vidjudge.server.grpc_service import JudgeService
 from vidjudge.server.metrics import Metrics
 from vidjudge.server.pipeline import ModelRunner, Pipeline
@@ -133,6 +133,7 @@ class JudgeServer:
         self._server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", max_msg),
             ("grpc.max_send_message_length", max_msg),
+            *unread_window_options(self.config.server.unread_window_kb),
         ], interceptors=[EdgeAdmission(self.pipeline.admission, self.pipeline.metrics)])
         judge_pb2_grpc.add_JudgeServicer_to_server(JudgeService(self.pipeline), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -24,6 +24,14 @@ The slot is released exactly once however the call ends (answered, failed, abort
 cancelled before or after its message arrived): by the wrapped handler as it returns, and
 otherwise by a done-callback on the call's task; a `_Ticket` makes the second a no-op.
 
+What a refused call still costs is the part of its payload the client sends before the
+refusal reaches it. With gRPC's defaults (BDP probing) the per-stream window grows to MiBs,
+so a burst sends every refused video in full and the server's transport receives and drops
+it all, on the cores the refusals need. `unread_window_options` caps the window a call gets
+before its handler reads (`server.unread_window_kb`, 16 KiB): a request being read is still
+granted its whole message at once (gRPC announces the window a pending read needs), so an
+admitted upload pays one extra round trip, not a throttle.
+
 Only unary Score calls are admitted here; ScoreStream items are admitted one by one in
 the pipeline, as before (a stream's items arrive over time, not in one burst).
 """
@@ -46,6 +54,14 @@ log = logging.getLogger(__name__)
 
 _SERVICE = judge_pb2.DESCRIPTOR.services_by_name["Judge"].full_name
 SCORE_METHOD = f"/{_SERVICE}/Score"
+
+
+def unread_window_options(kib: int) -> list[tuple[str, int]]:
+    """gRPC server options that cap an unread call's HTTP/2 window at `kib` KiB (0: gRPC's default)."""
+    if kib <= 0:
+        return []
+    # Both are needed: BDP probing alone raises the window past any lookahead we set.
+    return [("grpc.http2.lookahead_bytes", kib * 1024), ("grpc.http2.bdp_probe", 0)]
 
 
 class _Ticket:
@@ -162,4 +178,4 @@ class EdgeAdmission(grpc.aio.ServerInterceptor):
         log.info("%s %s reason=%s: %s", name, err.code.name, err.reason, err.message)
 
 
-__all__ = ["EdgeAdmission", "holds_slot", "SCORE_METHOD"]
+__all__ = ["EdgeAdmission", "holds_slot", "SCORE_METHOD", "unread_window_options"]

@@ -17,7 +17,8 @@ from servers import make_config
 from vidjudge.errors import REASON_METADATA_KEY
 from vidjudge.export.samples import write_video
 from vidjudge.server.admission import Admission
-from vidjudge.server.edge_admission import SCORE_METHOD, EdgeAdmission, holds_slot
+from vidjudge.server.config import ServerConfig
+from vidjudge.server.edge_admission import SCORE_METHOD, EdgeAdmission, holds_slot, unread_window_options
 from vidjudge.server.metrics import Metrics
 from vidjudge.v1 import judge_pb2 as pb
 
@@ -42,8 +43,8 @@ class StandIn:
         return pb.ScoreResponse(model=request.model)
 
 
-async def _serve(admission: Admission, stand_in: StandIn, metrics: Metrics):
-    server = grpc.aio.server(interceptors=[EdgeAdmission(admission, metrics)])
+async def _serve(admission: Admission, stand_in: StandIn, metrics: Metrics, options=()):
+    server = grpc.aio.server(options=list(options), interceptors=[EdgeAdmission(admission, metrics)])
     handler = grpc.unary_unary_rpc_method_handler(stand_in.score, request_deserializer=stand_in.parse,
                                                   response_serializer=pb.ScoreResponse.SerializeToString)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("vidjudge.v1.Judge", {"Score": handler})])
@@ -148,6 +149,82 @@ def test_draining_server_refuses_with_unavailable():
     asyncio.run(run())
 
 
+class ByteCountingProxy:
+    """A TCP relay in front of the server that counts the bytes clients send through it."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.upstream = 0
+        self._pumps: set[asyncio.Task] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self._server.close()
+        for t in self._pumps:
+            t.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _relay(self, client_r, client_w) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.port)
+        for pump in (self._pump(client_r, server_w, count=True), self._pump(server_r, client_w, count=False)):
+            task = asyncio.create_task(pump)
+            self._pumps.add(task)
+
+    async def _pump(self, reader, writer, count: bool) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                if count:
+                    self.upstream += len(data)
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def _bytes_sent_by_refused_calls(window_kb: int, calls: int, size: int) -> int:
+    """Warm a connection up with admitted uploads of `size` bytes (gRPC's BDP probing, when on, grows
+    the window), fill the one slot, then count what `calls` refused calls of `size` bytes send."""
+    admission, stand_in = Admission(1, 1 << 30), StandIn()
+    server, port = await _serve(admission, stand_in, Metrics(), options=[
+        ("grpc.max_receive_message_length", 64 << 20), *unread_window_options(window_kb)])
+    proxy = ByteCountingProxy(port)
+    big = _request(size)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{await proxy.start()}",
+                                         options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        stand_in.release.set()
+        for _ in range(3):  # admitted: the whole message arrives however small the unread window
+            assert await _call(ch, big) == ("OK", "")
+        stand_in.release.clear()
+        holder = asyncio.create_task(_call(ch, _request(10)))
+        await _until(lambda: stand_in.started == 4)
+        before = proxy.upstream
+        for _ in range(calls):
+            assert await _call(ch, big) == ("RESOURCE_EXHAUSTED", "too_many_requests")
+        sent = proxy.upstream - before
+        stand_in.release.set()
+        assert await holder == ("OK", "")
+    await proxy.close()
+    await server.stop(None)
+    return sent
+
+
+def test_refused_call_sends_little_of_its_payload_with_the_default_unread_window():
+    calls, size = 5, 4 << 20
+    default_kb = ServerConfig().unread_window_kb
+    assert default_kb > 0
+    capped = asyncio.run(_bytes_sent_by_refused_calls(default_kb, calls, size))
+    uncapped = asyncio.run(_bytes_sent_by_refused_calls(0, calls, size))
+    # Capped: at most the window (plus HTTP/2 framing) per refused call. gRPC's own default sends
+    # most of each video (measured: 18 MB for these 5 x 4 MiB) for the server to receive and drop.
+    assert capped < calls * (default_kb * 1024 + 16_384), capped
+    assert uncapped > calls * size // 4, uncapped
+
+
 # ----------------------------------------------------------------------------- the real server
 
 
@@ -168,11 +245,16 @@ def test_burst_of_ten_times_the_limit_is_answered_ok_or_resource_exhausted(tiny_
     payload = pb.ScoreRequest(video=pb.Video(data=data)).SerializeToString()
     with ServerThread(cfg) as s:
         results: list = []
+        sent: list[int] = []
 
         def fire():
             async def run():
-                async with grpc.aio.insecure_channel(s.address) as ch:
-                    return await asyncio.gather(*(_call(ch, payload, timeout=120) for _ in range(10 * limit)))
+                proxy = ByteCountingProxy(s.server.port)
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{await proxy.start()}") as ch:
+                    out = await asyncio.gather(*(_call(ch, payload, timeout=120) for _ in range(10 * limit)))
+                sent.append(proxy.upstream)
+                await proxy.close()
+                return out
 
             results.extend(asyncio.run(run()))
 
@@ -192,5 +274,9 @@ def test_burst_of_ten_times_the_limit_is_answered_ok_or_resource_exhausted(tiny_
             end.wait(0.05)
         assert admission.in_flight == 0 and admission.bytes == 0
         refused = codes.count("RESOURCE_EXHAUSTED")
+        # The server's unread window: a refused call sent at most that much of its video (plus framing).
+        window = cfg.server.unread_window_kb * 1024
+        assert 0 < window < len(payload) // 2
+        assert sent[0] < codes.count("OK") * (len(payload) + 16_384) + refused * (window + 16_384), sent
         assert s.server.pipeline.metrics.registry.get_sample_value(
             "vidjudge_requests_total", {"method": "Score", "code": "RESOURCE_EXHAUSTED"}) == refused
