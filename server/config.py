@@ -49,10 +49,11 @@ class ServerConfig(_Section):
         80, ge=1, le=2048, description="gRPC max receive message size (MiB); must exceed limits.max_video_mb."
     )
     unread_window_kb: int = Field(
-        16, ge=0, le=65536,
-        description="HTTP/2 window (KiB) a call gets before its handler reads it: how much of a refused "
-        "call's payload a client sends anyway. A call being read is granted its whole message. "
-        "0: gRPC's default (BDP probing grows it to MiBs, so a burst sends every refused video in full).",
+        0, ge=0, le=65536,
+        description="HTTP/2 window (KiB) a call gets before its handler reads it, i.e. how much of a refused "
+        "call's video a client sends anyway; 0: gRPC's default (BDP probing grows it to MiBs). 16 halves what a "
+        "burst of refused inline videos costs but slows large uploads (BDP probing goes off): set it where "
+        "bursts of small inline videos are expected, not for multi-MB videos.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 

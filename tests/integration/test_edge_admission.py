@@ -213,15 +213,14 @@ async def _bytes_sent_by_refused_calls(window_kb: int, calls: int, size: int) ->
     return sent
 
 
-def test_refused_call_sends_little_of_its_payload_with_the_default_unread_window():
-    calls, size = 5, 4 << 20
-    default_kb = ServerConfig().unread_window_kb
-    assert default_kb > 0
-    capped = asyncio.run(_bytes_sent_by_refused_calls(default_kb, calls, size))
+def test_refused_call_sends_only_the_unread_window_of_its_payload():
+    calls, size, kb = 5, 4 << 20, 16
+    assert ServerConfig().unread_window_kb == 0  # off by default: gRPC's own window
+    capped = asyncio.run(_bytes_sent_by_refused_calls(kb, calls, size))
     uncapped = asyncio.run(_bytes_sent_by_refused_calls(0, calls, size))
     # Capped: at most the window (plus HTTP/2 framing) per refused call. gRPC's own default sends
     # most of each video (measured: 18 MB for these 5 x 4 MiB) for the server to receive and drop.
-    assert capped < calls * (default_kb * 1024 + 16_384), capped
+    assert capped < calls * (kb * 1024 + 16_384), capped
     assert uncapped > calls * size // 4, uncapped
 
 
@@ -240,7 +239,7 @@ def test_burst_of_ten_times_the_limit_is_answered_ok_or_resource_exhausted(tiny_
     from vidjudge.server.app import ServerThread
 
     limit = 4
-    cfg = make_config(tiny_bundle, video_dir, **{"admission.max_in_flight": limit})
+    cfg = make_config(tiny_bundle, video_dir, **{"admission.max_in_flight": limit, "server.unread_window_kb": 16})
     data = burst_video.read_bytes()
     payload = pb.ScoreRequest(video=pb.Video(data=data)).SerializeToString()
     with ServerThread(cfg) as s:
@@ -274,7 +273,7 @@ def test_burst_of_ten_times_the_limit_is_answered_ok_or_resource_exhausted(tiny_
             end.wait(0.05)
         assert admission.in_flight == 0 and admission.bytes == 0
         refused = codes.count("RESOURCE_EXHAUSTED")
-        # The server's unread window: a refused call sent at most that much of its video (plus framing).
+        # The server's unread window (set above): a refused call sent at most that much of its video.
         window = cfg.server.unread_window_kb * 1024
         assert 0 < window < len(payload) // 2
         assert sent[0] < codes.count("OK") * (len(payload) + 16_384) + refused * (window + 16_384), sent
