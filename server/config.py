@@ -51,9 +51,9 @@ class ServerConfig(_Section):
     unread_window_kb: int = Field(
         0, ge=0, le=65536,
         description="HTTP/2 window (KiB) a call gets before its handler reads it, i.e. how much of a refused "
-        "call's video a client sends anyway; 0: gRPC's default (BDP probing grows it to MiBs). 16 halves what a "
-        "burst of refused inline videos costs but slows large uploads (BDP probing goes off): set it where "
-        "bursts of small inline videos are expected, not for multi-MB videos.",
+        "call's video a client sends anyway; 0: gRPC's default (BDP probing grows it to MiBs, so refused videos "
+        "are sent in full). 16 cuts a refused call to ~16 KiB on the wire but slows large uploads (BDP probing "
+        "goes off): for links where bursts of refused uploads cost more than upload speed.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
